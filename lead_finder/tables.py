@@ -1,0 +1,93 @@
+"""Reading lead lists and writing results: CSV and XLSX, safe from spreadsheet formula injection."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import InvalidLeadError
+
+__all__ = ["FORMULA_PREFIXES", "neutralise", "read_table", "write_table"]
+
+#: A text cell starting with one of these is run as a formula by Excel, LibreOffice or Sheets.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+_READERS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".xlsx": "xlsx", ".xlsm": "xlsx"}
+
+
+def read_table(path: str | Path, *, sheet: str | int = 0) -> pd.DataFrame:
+    """Read a CSV or XLSX lead list as text columns (no number or date guessing)."""
+    path = Path(path)
+    kind = _READERS.get(path.suffix.lower())
+    if kind is None:
+        raise InvalidLeadError("file", f"{path.name}: use a .csv or .xlsx file")
+    if not path.exists():
+        raise InvalidLeadError("file", f"{path} does not exist")
+    try:
+        if kind == "xlsx":
+            return pd.read_excel(path, sheet_name=sheet, dtype=object)
+        with path.open("r", encoding="utf-8-sig", newline="") as fh:
+            sample = fh.read(64 * 1024)
+        try:
+            dialect: Any = csv.Sniffer().sniff(sample, delimiters=",;\t|")
+            sep = dialect.delimiter
+        except csv.Error:
+            sep = ","
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False,
+                           encoding="utf-8-sig")
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise InvalidLeadError("file", f"{path.name} could not be read: {exc}") from None
+
+
+def neutralise(value: object) -> object:
+    """Make a text value safe for a spreadsheet: formula-looking text gets a leading quote."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write results as CSV or XLSX; no value that came from data can become a formula.
+
+    CSV has no cell types, so formula-looking text gets a leading apostrophe (OWASP's advice).
+    XLSX cells are written with an explicit text type, so the value is kept exactly as it was.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv", ".txt"):
+        safe = df.apply(lambda column: column.map(neutralise))
+        safe.to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",")
+        return path
+    if suffix == ".xlsx":
+        _write_xlsx(df, path)
+        return path
+    raise InvalidLeadError("output", f"{path.name}: write to a .csv or .xlsx file")
+
+
+def _write_xlsx(df: pd.DataFrame, path: Path) -> None:
+    from openpyxl import Workbook
+    from openpyxl.cell.cell import Cell
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.title = "Leads"
+    sheet.append([str(c) for c in df.columns])
+    for row in df.itertuples(index=False, name=None):
+        cells: list[Cell] = []
+        for value in row:
+            cell = Cell(sheet)
+            if value is None or (not isinstance(value, str) and pd.isna(value)):
+                cell.value = None
+            elif isinstance(value, str):
+                cell.value = value
+                cell.data_type = "s"  # never "f": openpyxl makes any "=..." string a formula
+            else:
+                cell.value = value
+            cells.append(cell)
+        sheet.append(cells)
+    sheet.freeze_panes = "A2"
+    book.save(path)
