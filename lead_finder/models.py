@@ -109,8 +109,9 @@ class Result:
     """The answer for one lead.
 
     `lead` holds the lead fields as sent to the API (the user's text); `key` is the normalised cache
-    key. `status` is OK / UNKNOWN / NOT_FOUND for answers, PENDING or ERROR otherwise; `error` then
-    says why in a short phrase fit for a cell.
+    key; `ref` is the bulk join key the API echoed (`lead_finder_ref`), when there was one.
+    `status` is OK / UNKNOWN / NOT_FOUND for answers, PENDING or ERROR otherwise; `error` then says
+    why in a short phrase fit for a cell.
     """
 
     lead: Mapping[str, Any]
@@ -123,6 +124,8 @@ class Result:
     error: str | None = None
     pending: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: The join key echoed by a bulk answer (`lead_finder_ref`), to match results to inputs.
+    ref: str | None = None
 
     @property
     def candidates(self) -> tuple[Email, ...]:
