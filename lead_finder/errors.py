@@ -116,7 +116,7 @@ class JobError(APIError):
 
 
 class JobTimeoutError(JobError):
-    """We stopped waiting for a job at our own deadline. It may still finish: poll it again later."""
+    """We stopped waiting for a job at our own deadline. It may still finish: poll it later."""
 
 
 class APIStatusError(APIError):

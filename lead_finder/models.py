@@ -59,7 +59,7 @@ class Status(enum.StrEnum):
 
     @classmethod
     def from_raw(cls, raw: str | None) -> Status:
-        """Map a raw API status to a display status: unknown values (CATCH_ALL, RISKY, ...) are UNKNOWN."""
+        """Map a raw API status for display: unknown values (CATCH_ALL, RISKY, ...) are UNKNOWN."""
         text = (raw or "").strip().upper()
         if text == "OK":
             return cls.OK

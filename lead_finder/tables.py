@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -69,7 +69,6 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
 
 def _write_xlsx(df: pd.DataFrame, path: Path) -> None:
     from openpyxl import Workbook
-    from openpyxl.cell.cell import Cell
 
     book = Workbook()
     sheet = book.active
@@ -77,17 +76,13 @@ def _write_xlsx(df: pd.DataFrame, path: Path) -> None:
     sheet.title = "Leads"
     sheet.append([str(c) for c in df.columns])
     for row in df.itertuples(index=False, name=None):
-        cells: list[Cell] = []
-        for value in row:
-            cell = Cell(sheet)
-            if value is None or (not isinstance(value, str) and pd.isna(value)):
-                cell.value = None
-            elif isinstance(value, str):
-                cell.value = value
+        sheet.append([None if _missing(v) else v for v in row])
+        for cell in sheet[sheet.max_row]:
+            if isinstance(cell.value, str):
                 cell.data_type = "s"  # never "f": openpyxl makes any "=..." string a formula
-            else:
-                cell.value = value
-            cells.append(cell)
-        sheet.append(cells)
     sheet.freeze_panes = "A2"
     book.save(path)
+
+
+def _missing(value: object) -> bool:
+    return value is None or (not isinstance(value, str) and bool(pd.isna(cast(Any, value))))
