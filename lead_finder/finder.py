@@ -155,6 +155,9 @@ class LeadFinder:
     'jane.doe@acme.com'
 
     Arguments beat environment variables, which beat the keyring and the config file.
+    `budget` and `daily_budget` are dollars; `quiet` is how long single lookups wait to be
+    batched; `timeout` bounds each HTTP attempt and `job_timeout` the wait for one bulk job;
+    `requests_per_minute` paces this process's calls for the key.
     """
 
     def __init__(
@@ -170,6 +173,8 @@ class LeadFinder:
         providers: Sequence[str] | None = None,
         quiet: float = 0.1,
         poll_interval: float = 1.0,
+        requests_per_minute: float = 500.0,
+        timeout: float = 60.0,
         job_timeout: float = 900.0,
         settings: Settings | None = None,
         store: Store | None = None,
@@ -192,7 +197,11 @@ class LeadFinder:
         self.job_timeout = job_timeout
         self.run_id = uuid.uuid4().hex
         self.store = store if store is not None else Store(settings.cache_path)
-        self._poll_interval = poll_interval
+        self._client_options: dict[str, Any] = {
+            "poll_interval": poll_interval,
+            "requests_per_minute": requests_per_minute,
+            "timeout": timeout,
+        }
         self._client = client
         self._client_lock = threading.Lock()
         self._budget_lock = threading.Lock()
@@ -434,7 +443,7 @@ class LeadFinder:
                         "`lead-finder config set-key`. (A built-in engine that works without "
                         "a key is not available yet.)"
                     )
-                kwargs: dict[str, Any] = {"poll_interval": self._poll_interval}
+                kwargs = dict(self._client_options)
                 if settings.base_url:
                     kwargs["base_url"] = settings.base_url
                 self._client = Client(settings.api_key.reveal(), **kwargs)
