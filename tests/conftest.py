@@ -1,16 +1,15 @@
 """Shared pytest fixtures. Server fixtures live in tests/servers.py."""
 
-from servers import (  # noqa: F401 - imported so pytest finds the fixtures
-    sixtyfour_server,
-    sixtyfour_server_factory,
-    webhook_receiver,
-)
-
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from servers import (  # noqa: F401 - imported so pytest finds the fixtures
+    sixtyfour_server,
+    sixtyfour_server_factory,
+    webhook_receiver,
+)
 
 _SETTINGS_ENV = (
     "SIXTYFOUR_API_KEY", "LEAD_FINDER_BASE_URL", "LEAD_FINDER_CACHE", "LEAD_FINDER_BACKEND",
