@@ -112,8 +112,8 @@ def parse_money(value: object, what: str) -> int | None:
         raise ConfigurationError(
             f"{what} must be an amount in dollars such as 5 or 12.50, not {str(value)[:20]!r}"
         ) from None
-    if amount < 0 or not amount.is_finite():
-        raise ConfigurationError(f"{what} must be zero or more dollars")
+    if not amount.is_finite() or amount < 0 or amount > 10**9:
+        raise ConfigurationError(f"{what} must be between 0 and 1,000,000,000 dollars")
     return int((amount * 100).to_integral_value())
 
 
