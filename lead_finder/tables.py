@@ -59,7 +59,9 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv", ".txt"):
         safe = df.apply(lambda column: column.map(neutralise))
-        safe.to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",")
+        # CRLF rows (RFC 4180) also make pandas quote values holding a bare CR
+        safe.to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",",
+                    lineterminator="\r\n")
         return path
     if suffix == ".xlsx":
         _write_xlsx(df, path)
