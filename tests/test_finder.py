@@ -3,11 +3,8 @@ request counts are the oracle for "never pay twice"."""
 
 from __future__ import annotations
 
-import csv
 import math
-import random
 import threading
-import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +12,7 @@ from typing import Any
 
 import pytest
 from servers import live_server
+from synthetic import synthetic_people, thousand_leads, write_directory
 
 from lead_finder import Mode, Status
 from lead_finder.errors import ConfigurationError
@@ -23,86 +21,15 @@ from lead_finder.server import DirectoryBackend
 
 pytestmark = pytest.mark.integration
 
-FIRST = ["Jane", "John", "José", "Zoë", "Björn", "François", "Łukasz", "Siobhán", "Ana", "Peter",
-         "Mary", "Omar", "Priya", "Chen", "Fatima", "Lars", "Ingrid", "Diego", "Aisha", "Tomás",
-         "Yuki", "Noah", "Emma", "Liam", "Olivia", "Mateo", "Sofia", "Hugo", "Clara", "Felix",
-         "Greta", "Ivan", "Nadia", "Oscar", "Paula", "Rafael", "Selma", "Tariq", "Ursula", "Viktor"]
-LAST = ["Doe", "Smith", "Álvarez", "Müller", "Åkesson", "Lefèvre", "Wójcik", "O'Brien", "García",
-        "Gibbons", "Watson", "Haddad", "Sharma", "Wei", "Khan", "Nilsson", "Berg", "Fernández",
-        "Bello", "Núñez"]
-COMPANIES = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Wonka", "Cyberdyne",
-             "Tyrell", "Soylent", "Stark", "Wayne", "Oscorp", "Nakatomi", "Gringotts", "Monarch",
-             "Aperture", "Massive Dynamic", "Dunder Mifflin", "Pied Piper"]
-SUFFIXES = ["Inc.", "LLC", "GmbH", "Ltd", "SA", "BV", "Corp.", "AG", "PLC", "S.A."]
-
-
-def _ascii(text: str) -> str:
-    return "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c))
-
-
-def _people() -> list[dict[str, str]]:
-    people = []
-    for i, (first, last) in enumerate((f, la) for f in FIRST for la in LAST):
-        company = COMPANIES[i % len(COMPANIES)]
-        domain = company.lower().replace(" ", "-") + "-test.com"
-        local = _ascii(f"{first}.{last}").lower().replace("'", "").replace("ł", "l")
-        people.append({
-            "name": f"{first} {last}", "company": f"{company} {SUFFIXES[i % len(SUFFIXES)]}",
-            "base": company, "domain": domain, "email": f"{local}@{domain}",
-        })
-    return people
-
-
-#: Twelve ways a messy list writes the same person at the same company.
-SPELLINGS: list[Callable[[str, str, str], tuple[str, str]]] = [
-    lambda f, la, c: (f"{f} {la}", f"{c} Inc."),
-    lambda f, la, c: (f"{la}, {f}", c),
-    lambda f, la, c: (f"  {f.upper()}   {la.upper()} ", c.lower() + ", inc"),
-    lambda f, la, c: ("".join(chr(ord(ch) + 0xFEE0) if "!" <= ch <= "~" else ch
-                              for ch in f"{f} {la}"), f"{c} Incorporated"),
-    lambda f, la, c: (f"Dr. {f} {la}", c.upper()),
-    lambda f, la, c: (f"{f} {la}, PhD", f"{c} LLC"),
-    lambda f, la, c: (unicodedata.normalize("NFD", f"{f} {la}"), f"{c} GmbH"),
-    lambda f, la, c: (f"{f}\u200b {la}", f"{c} Ltd."),
-    lambda f, la, c: (f"{f} {la} \U0001f680", f"  {c}  "),
-    lambda f, la, c: (_ascii(f"{f} {la}"), f"{c} Corporation"),
-    lambda f, la, c: (f"{f.lower()} {la.lower()}", f"{c.lower()} co."),
-    lambda f, la, c: (f"\u200e{f} {la}\u200f", f"{c}, Inc."),
-]
-
-
 @pytest.fixture(scope="module")
 def directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("directory") / "people.csv"
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, ["name", "company", "domain", "email", "email_status"])
-        writer.writeheader()
-        for p in _people():
-            writer.writerow({"name": p["name"], "company": p["company"], "domain": p["domain"],
-                             "email": p["email"], "email_status": "OK"})
-    return path
-
-
-def _thousand_leads() -> tuple[list[tuple[str, str]], list[str]]:
-    """1,000 leads: 800 unique people, 200 more rows that repeat them, written 12 ways."""
-    rng = random.Random(7)
-    people = _people()
-    leads = [(p["name"], p["company"]) for p in people]
-    expected = [p["email"] for p in people]
-    for n in range(200):
-        p = rng.choice(people)
-        first, last = p["name"].split(" ", 1)
-        leads.append(SPELLINGS[n % len(SPELLINGS)](first, last, p["base"]))
-        expected.append(p["email"])
-    order = list(range(len(leads)))
-    rng.shuffle(order)
-    return [leads[i] for i in order], [expected[i] for i in order]
+    return write_directory(tmp_path_factory.mktemp("directory") / "people.csv")
 
 
 def test_thousand_leads_each_charged_once_in_full_bulk_requests(
     directory: Path, make_finder: Callable[..., LeadFinder], tmp_path: Path
 ) -> None:
-    leads, expected = _thousand_leads()
+    leads, expected = thousand_leads()
     seen: list[Progress] = []
     with live_server(backend=DirectoryBackend.from_csv(directory)) as srv:
         finder = make_finder(srv)
@@ -160,7 +87,7 @@ def test_estimate_subtracts_duplicates_cache_and_invalid(
 def test_budget_stops_after_exactly_twenty_lookups(
     directory: Path, make_finder: Callable[..., LeadFinder]
 ) -> None:
-    people = _people()[:30]
+    people = synthetic_people()[:30]
     with live_server(backend=DirectoryBackend.from_csv(directory)) as srv:
         finder = make_finder(srv, budget="1.00")
         results = finder.find_many([(p["name"], p["company"]) for p in people])
@@ -228,7 +155,7 @@ def test_faults_at_realistic_rates_lose_nothing_and_charge_nothing_twice(
         return fault
 
     monkeypatch.setattr(FaultPlan, "choose", counting)
-    people = _people()[:300]
+    people = synthetic_people()[:300]
     leads = [(p["name"], p["company"]) for p in people]
     expected = {p["name"]: p["email"] for p in people}
     rates = {"429": 0.1, "500": 0.05, "slow": 0.05, "truncate": 0.05}
