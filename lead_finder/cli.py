@@ -224,6 +224,28 @@ def jobs_list(ctx: click.Context, show_all: bool) -> None:
         )
 
 
+@jobs.command("release")
+@click.argument("job_id")
+@click.pass_context
+def jobs_release(ctx: click.Context, job_id: str) -> None:
+    """Let the leads of an ambiguous job be looked up (and paid for) again.
+
+    An ambiguous job's request went out but its answer was lost, so it may have been charged.
+    lead_finder never buys those leads again on its own; this says you accept the risk.
+    """
+    from .store import Store
+
+    settings = load_settings(cache_path=(ctx.obj or {}).get("cache"), use_keyring=False)
+    with Store(settings.cache_path) as store:
+        matches = [j for j in store.jobs({"ambiguous"}) if j.id.startswith(job_id)]
+        if len(matches) != 1:
+            raise click.ClickException(
+                f"No single ambiguous job starts with {job_id!r}: see `lead-finder jobs list`."
+            )
+        store.mark_failed(matches[0].id, "released by the user: its leads may be bought again")
+    click.echo(f"Released {len(matches[0].keys)} leads; the next run looks them up again.")
+
+
 @jobs.command("resume")
 @click.pass_context
 def jobs_resume(ctx: click.Context) -> None:

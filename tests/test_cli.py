@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import openpyxl
 import pytest
 from servers import live_server
+
+from lead_finder.sixtyfour import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "leads.csv"
@@ -142,3 +145,37 @@ def test_jobs_cache_and_doctor(tmp_path: Path) -> None:
     assert "budget: run $2.00" in doctor.stdout
     assert srv.api_key not in doctor.stdout
     assert "****" + srv.api_key[-4:] in doctor.stdout
+
+
+@pytest.mark.integration
+def test_ambiguous_job_is_listed_blocked_then_released(tmp_path: Path) -> None:
+    from lead_finder.finder import LeadFinder
+
+    class FaultyTransport(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "POST":
+                request.headers["x-lf-fault"] = "truncate"
+            return super().handle_request(request)
+
+    with live_server(enable_faults=True) as srv:
+        env = cli_env(tmp_path, SIXTYFOUR_API_KEY=srv.api_key, LEAD_FINDER_BASE_URL=srv.base_url)
+        finder = LeadFinder(srv.api_key, base_url=srv.base_url,
+                            cache_path=tmp_path / "cache.sqlite3", poll_interval=0.02,
+                            use_keyring=False)
+        finder._client = Client(srv.api_key, base_url=srv.base_url, poll_interval=0.02,
+                                transport=FaultyTransport())
+        with finder:
+            lost = finder.find("Jane Doe", "Acme Inc.")
+        assert srv.stats.charges and srv.stats.requests["/find-email-bulk-async"] == 1
+        listed = run(["jobs", "list"], env)
+        blocked = run(["find", "Jane Doe", "Acme Inc."], env)  # not bought again on its own
+        assert srv.stats.requests["/find-email-bulk-async"] == 1
+        job_id = listed.stdout.split()[0]
+        released = run(["jobs", "release", job_id], env)
+        bought = run(["find", "Jane Doe", "Acme Inc."], env)
+        assert srv.stats.requests["/find-email-bulk-async"] == 2
+    assert "may have been charged" in (lost.error or "")
+    assert "ambiguous" in listed.stdout and "may cost $0.05" in listed.stdout
+    assert blocked.returncode != 0 and "may have been charged" in blocked.stderr
+    assert released.returncode == 0 and "Released 1 leads" in released.stdout
+    assert bought.returncode == 0 and bought.stdout.startswith("jane.doe@acme-inc.com")

@@ -182,3 +182,20 @@ def test_faults_at_realistic_rates_lose_nothing_and_charge_nothing_twice(
     answered = {r.key for r in second if r.status is Status.OK}
     assert answered | ambiguous_keys == charged
     assert len(answered) + len(ambiguous_keys) == 300
+
+
+async def test_async_twins_share_the_batcher(make_finder: Callable[..., LeadFinder]) -> None:
+    import asyncio
+
+    with live_server() as srv:
+        finder = make_finder(srv, quiet=0.2)
+        singles = await asyncio.gather(
+            finder.afind("Jane Doe", "Acme Inc."), finder.afind("doe, jane", "ACME"),
+            finder.afind("Hank Scorpio", "Globex Corporation"),
+        )
+        many = await finder.afind_many([("Jane Doe", "Acme"), ("Peter Gibbons", "Initech")])
+        assert srv.stats.requests["/find-email-bulk-async"] == 2
+        assert srv.stats.duplicate_charges == 0
+    assert [r.email for r in singles] == ["jane.doe@acme-inc.com", "jane.doe@acme-inc.com",
+                                          "hank@globex-corp.com"]
+    assert many[0].source.value == "cache" and many[1].email == "peter.gibbons@initech-software.com"
