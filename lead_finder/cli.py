@@ -173,8 +173,10 @@ def estimate(ctx: click.Context, /, source: Path, mode: str, **columns: Any) -> 
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8064, show_default=True, type=int)
 @click.option("--backend", default="directory", show_default=True,
-              type=click.Choice(["directory"]),
-              help="Where answers come from: a directory of known people (demo and tests).")
+              type=click.Choice(["directory", "local", "hosted"]),
+              help="Where answers come from: directory (known people from a CSV; demo and "
+                   "tests), local (the built-in engine), hosted (a team gateway to the hosted "
+                   "API: only this server holds SIXTYFOUR_API_KEY; one shared cache and budget).")
 @click.option("--directory", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="CSV of known people for the directory backend.")
 @click.option("--jobs-path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -320,6 +322,27 @@ def config_delete_key() -> None:
     click.echo("Removed." if delete_keyring_key() else "There was no key in the keyring.")
 
 
+@config.command("enable-smtp-probe")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask.")
+def config_enable_smtp_probe(yes: bool) -> None:
+    """Let the built-in engine check addresses with the domain's mail server (port 25)."""
+    from .engine import SMTP_PROBE_WARNING, enable_smtp_probe
+
+    click.echo(SMTP_PROBE_WARNING, err=True)
+    if not yes:
+        click.confirm("Enable SMTP probing?", abort=True, err=True)
+    click.echo(f"SMTP probing enabled (consent recorded in {enable_smtp_probe()}).")
+
+
+@config.command("disable-smtp-probe")
+def config_disable_smtp_probe() -> None:
+    """Stop the built-in engine from talking to mail servers."""
+    from .engine import disable_smtp_probe
+
+    disable_smtp_probe()
+    click.echo("SMTP probing disabled.")
+
+
 @cli.command()
 @click.pass_context
 def doctor(ctx: click.Context) -> None:
@@ -342,12 +365,19 @@ def doctor(ctx: click.Context) -> None:
                    f"day {_money(settings.daily_budget_cents)}, "
                    f"left {_money(finder.budget_left_cents())}")
         click.echo(f"spent today: {_money(finder.store.spent_today())}")
-        try:
-            credits = finder._get_client().check_balance()
-            click.echo(f"backend reachable: yes ({credits:,.2f} credits)")
-        except LeadFinderError as exc:
-            problems += 1
-            click.echo(f"backend reachable: no — {exc}")
+        if finder.local:
+            from .engine import smtp_probe_enabled
+
+            probing = "on" if smtp_probe_enabled() else (
+                "off (addresses are unverified; `lead-finder config enable-smtp-probe`)")
+            click.echo(f"built-in engine: SMTP probing {probing}")
+        else:
+            try:
+                credits = finder._get_client().check_balance()
+                click.echo(f"backend reachable: yes ({credits:,.2f} credits)")
+            except LeadFinderError as exc:
+                problems += 1
+                click.echo(f"backend reachable: no — {exc}")
     if problems:
         sys.exit(1)
 

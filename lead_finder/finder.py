@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .batching import Coalescer
 from .config import Secret, Settings, load_settings
@@ -44,6 +44,9 @@ from .leads import Lead
 from .models import PRICE_CENTS, Mode, Result, Source, Status
 from .sixtyfour import Client, Job
 from .store import LedgerJob, Store
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 __all__ = ["Estimate", "LeadFinder", "LeadInput", "Progress"]
 
@@ -158,6 +161,9 @@ class LeadFinder:
     `budget` and `daily_budget` are dollars; `quiet` is how long single lookups wait to be
     batched; `timeout` bounds each HTTP attempt and `job_timeout` the wait for one bulk job;
     `requests_per_minute` paces this process's calls for the key.
+
+    With no API key (or `backend="local"`) the built-in engine answers: free, unverified unless
+    SMTP probing was switched on, and cached apart from the hosted API's answers.
     """
 
     def __init__(
@@ -179,6 +185,7 @@ class LeadFinder:
         settings: Settings | None = None,
         store: Store | None = None,
         client: Client | None = None,
+        engine: Engine | None = None,
         use_keyring: bool = True,
     ) -> None:
         if settings is None:
@@ -203,6 +210,8 @@ class LeadFinder:
             "timeout": timeout,
         }
         self._client = client
+        self._engine = engine
+        self._engine_taught = False
         self._client_lock = threading.Lock()
         self._budget_lock = threading.Lock()
         self._reserved_cents = 0
@@ -236,7 +245,14 @@ class LeadFinder:
         mode = Mode.parse(mode)
         parsed = _coerce_lead(lead)
         key = parsed.key(mode, verify=self.verify, providers=self.providers)
+        if self.local:  # the engine's free guesses never stand in for a paid API answer
+            key = ENGINE_KEY_PREFIX + key
         return _Request(parsed, mode, key)
+
+    @property
+    def local(self) -> bool:
+        """True when the built-in engine answers (no API key, or backend="local")."""
+        return self.settings.resolved_backend == "local"
 
     def cached(
         self, lead: LeadInput, mode: Mode | str = Mode.PROFESSIONAL
@@ -308,8 +324,8 @@ class LeadFinder:
         for key, hit in self.store.get_many(waiting).items():
             for index in waiting.pop(key):
                 results[index] = hit
-        if waiting:
-            self._get_client()  # no backend (no key): one clear error, before any work
+        if waiting and not self.local:
+            self._get_client()  # no usable key: one clear error, before any work
 
         tracker = Progress(done=0, total=len(items))
         for result in results:
@@ -355,7 +371,7 @@ class LeadFinder:
             except InvalidLeadError:
                 invalid += 1
         cached = len(self.store.get_many(keys))
-        billable = len(keys) - cached
+        billable = 0 if self.local else len(keys) - cached
         return Estimate(
             rows=rows,
             invalid=invalid,
@@ -437,11 +453,10 @@ class LeadFinder:
         with self._client_lock:
             if self._client is None:
                 settings = self.settings
-                if settings.resolved_backend == "local" or settings.api_key is None:
+                if settings.api_key is None:
                     raise ConfigurationError(
                         "No API key: set SIXTYFOUR_API_KEY, pass api_key=..., or run "
-                        "`lead-finder config set-key`. (A built-in engine that works without "
-                        "a key is not available yet.)"
+                        "`lead-finder config set-key`."
                     )
                 kwargs = dict(self._client_options)
                 if settings.base_url:
@@ -462,6 +477,8 @@ class LeadFinder:
         return answers
 
     def _flush_mode(self, mode: Mode, requests: Mapping[str, _Request]) -> dict[str, Result]:
+        if self.local:
+            return self._flush_engine(mode, requests)
         try:
             client = self._get_client()
         except LeadFinderError as exc:
@@ -521,6 +538,36 @@ class LeadFinder:
             with self._budget_lock:
                 self._reserved_cents -= len(job.keys) * price
             self._active_jobs.discard(job.id)
+
+    def _get_engine(self) -> Engine:
+        with self._client_lock:
+            if self._engine is None:
+                from .engine import Engine
+
+                self._engine = Engine()
+            if not self._engine_taught:
+                # earlier confirmed answers teach the engine each domain's address pattern
+                self._engine_taught = True
+                self._engine.learn(
+                    (str(r.lead.get("name", "")), r.email or "")
+                    for r in self.store.found(limit=_LEARN_FROM) if r.status is Status.OK
+                )
+            return self._engine
+
+    def _flush_engine(self, mode: Mode, requests: Mapping[str, _Request]) -> dict[str, Result]:
+        """Look leads up with the built-in engine: free, so no ledger and no budget."""
+        engine = self._get_engine()
+        keys = list(requests)
+        found = engine.find_many([requests[k].lead for k in keys], mode, verify=self.verify)
+        answers = {
+            key: replace(result, key=key, source=Source.ENGINE, cost_cents=0)
+            for key, result in zip(keys, found, strict=True)
+        }
+        # a network hiccup is not an answer worth keeping for 30 days
+        self.store.put_many(
+            r for r in answers.values() if r.extra.get("reason") not in _TRANSIENT_REASONS
+        )
+        return answers
 
     def _finish(self, job: LedgerJob, client: Client) -> dict[str, Result]:
         """Poll a submitted job to its end and store its results in one transaction."""
@@ -601,6 +648,15 @@ class LeadFinder:
 
 #: The join key sent with every lead of a bulk job and echoed back by the API.
 REF = "lead_finder_ref"
+#: Cache keys of the engine's answers start with this, so they never answer an API lookup.
+ENGINE_KEY_PREFIX = "engine:"
+#: Engine reasons that describe this moment's network, not the lead: not cached.
+_TRANSIENT_REASONS = frozenset({
+    "dns_error", "timeout", "temp_error", "greylisted", "smtp_unreachable", "engine_error",
+    "rcpt_limit", "protocol_error",
+})
+#: How many confirmed cached answers teach the engine at the start of a run.
+_LEARN_FROM = 5000
 
 
 def _api_lead(lead: Lead, index: int) -> dict[str, Any]:

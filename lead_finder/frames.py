@@ -73,10 +73,13 @@ def results_frame(results: list[Result], index: pd.Index, mode: Mode) -> pd.Data
             "email_type": primary.type if primary else None,
             "personal_email": personal.address if personal else None,
             "lookup_error": r.error,
+            "email_reason": r.extra.get("reason"),
         })
     columns = list(RESULT_COLUMNS)
     if mode is not Mode.PERSONAL:
         columns.remove("personal_email")
+    if any(row["email_reason"] for row in rows):  # the built-in engine says why, per row
+        columns.append("email_reason")
     return pd.DataFrame(rows, index=index, columns=columns)
 
 

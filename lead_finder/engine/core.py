@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import socket
 import string
@@ -89,13 +90,29 @@ class _Batch:
     to_guess: dict[str, str] = field(default_factory=dict)  # company key -> company text
 
 
+#: Name servers to use instead of the system's: "10.0.0.53" or "127.0.0.1:5353,10.0.0.53".
+DNS_ENV = "LEAD_FINDER_DNS"
+
+
 def _default_resolver() -> tuple[dns.resolver.Resolver | None, str]:
+    servers = [part.strip() for part in os.environ.get(DNS_ENV, "").split(",") if part.strip()]
     try:
-        resolver = dns.resolver.Resolver()
+        resolver = dns.resolver.Resolver(configure=not servers)
     except (dns.resolver.NoResolverConfiguration, OSError) as exc:
         return None, f"no DNS servers are configured on this machine ({type(exc).__name__})"
+    if servers:
+        hosts, ports = zip(*(_host_port(server) for server in servers), strict=True)
+        resolver.nameservers = list(hosts)
+        resolver.port = ports[0]
     resolver.lifetime = 5.0
     return resolver, ""
+
+
+def _host_port(server: str) -> tuple[str, int]:
+    host, sep, port = server.rpartition(":")
+    if sep and port.isdigit() and "]" not in port and host.count(":") == 0:
+        return host, int(port)
+    return server, 53
 
 
 def _random_local() -> str:

@@ -16,7 +16,14 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from .app import MAX_BULK_LEADS, build_backend, create_app, run
-from .backend import Backend, BackendAnswer, DirectoryBackend, Person
+from .backend import (
+    Backend,
+    BackendAnswer,
+    BackendError,
+    DirectoryBackend,
+    FinderBackend,
+    Person,
+)
 from .gateway import FAULTS, Stats
 
 __all__ = [
@@ -24,7 +31,9 @@ __all__ = [
     "MAX_BULK_LEADS",
     "Backend",
     "BackendAnswer",
+    "BackendError",
     "DirectoryBackend",
+    "FinderBackend",
     "Person",
     "Stats",
     "build_backend",

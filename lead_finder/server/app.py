@@ -29,7 +29,7 @@ from pydantic import AfterValidator, BaseModel, HttpUrl
 
 from ..errors import ConfigurationError
 from ..models import PRICE_CENTS, Mode
-from .backend import Backend, DirectoryBackend
+from .backend import Backend, BackendError, DirectoryBackend, FinderBackend
 from .delivery import DEFAULT_RETRY_DELAYS
 from .gateway import FaultPlan, Gateway, KeyRing, SlidingWindowLimiter, Stats
 from .jobs import COMPLETED, JobStore
@@ -158,6 +158,8 @@ def create_app(
         finally:
             await runner.close()
             store.close()
+            if isinstance(backend, FinderBackend):
+                backend.close()
 
     app = FastAPI(
         title="lead_finder server (Sixtyfour-compatible Find Email API)",
@@ -209,6 +211,11 @@ def create_app(
         )
         runner.start(job)
         return {"task_id": job.id, "status": "RUNNING"}
+
+    @app.exception_handler(BackendError)
+    async def backend_failed(request: Request, exc: BackendError) -> JSONResponse:
+        # a gateway's upstream could not answer (budget, key, API down): say so, charge nothing
+        return JSONResponse({"detail": str(exc)}, status_code=502)
 
     @app.post("/find-email")
     async def find_email(body: FindEmailRequest) -> JSONResponse:
@@ -312,14 +319,31 @@ def build_backend(
     directory: str | Path | None = None,
     latency: float = 0.0,
 ) -> Backend:
-    """A backend by name ("directory": the CSV at `directory`, or the bundled demo)."""
+    """A backend by name: "directory" (the CSV at `directory`, or the bundled demo), "local"
+    (the built-in engine) or "hosted" (a gateway to the hosted API with this server's key)."""
     if not isinstance(backend, str):
         return backend
     if backend == "directory":
         if directory is not None:
             return DirectoryBackend.from_csv(directory, latency=latency)
         return DirectoryBackend.demo(latency=latency)
-    raise ConfigurationError(f"Unknown server backend {backend[:30]!r}; known: directory")
+    if backend in ("local", "hosted"):
+        from ..config import load_settings
+        from ..finder import LeadFinder
+
+        def make(verify: bool) -> LeadFinder:
+            name = "local" if backend == "local" else "sixtyfour"
+            return LeadFinder(backend=name, verify=verify)
+
+        if backend == "hosted" and load_settings().api_key is None:
+            raise ConfigurationError(
+                "The hosted backend needs the Sixtyfour key on this server: set "
+                "SIXTYFOUR_API_KEY (clients use the keys in LEAD_FINDER_SERVER_KEYS)."
+            )
+        return FinderBackend(make)
+    raise ConfigurationError(
+        f"Unknown server backend {backend[:30]!r}; known: directory, local, hosted"
+    )
 
 
 def run(

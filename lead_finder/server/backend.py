@@ -11,20 +11,25 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import InvalidLeadError
+from ..errors import InvalidLeadError, LeadFinderError
 from ..leads import Lead, company_key, name_key, registrable_domain
 from ..models import Mode
+
+if TYPE_CHECKING:
+    from ..finder import LeadFinder
 
 __all__ = [
     "Backend",
     "BackendAnswer",
+    "BackendError",
     "DirectoryBackend",
+    "FinderBackend",
     "Person",
     "not_found",
     "parse_lead",
@@ -192,3 +197,40 @@ def _read_people(lines: Iterable[str], where: str) -> list[Person]:
             continue
         people.append(Person(**{c: values[c] for c in _COLUMNS if values.get(c)}))
     return people
+
+
+class BackendError(LeadFinderError):
+    """The backend could not answer for a lead (budget reached, upstream API down, ...)."""
+
+
+class FinderBackend:
+    """Answers through LeadFinder, with its cache, ledger, batching and budget.
+
+    `local` serves the built-in engine; `hosted` makes the server a team gateway to the hosted
+    API that only the server holds the key for. Concurrent requests for single leads coalesce
+    into bulk lookups, and everything the team asks for is bought once. `make_finder(verify)`
+    builds the LeadFinder for one `verify_emails` setting (the option is part of the cache key).
+    """
+
+    def __init__(self, make_finder: Callable[[bool], LeadFinder]) -> None:
+        self._make_finder = make_finder
+        self._finders: dict[bool, LeadFinder] = {}
+
+    def finder(self, verify: bool) -> LeadFinder:
+        if verify not in self._finders:
+            self._finders[verify] = self._make_finder(verify)
+        return self._finders[verify]
+
+    async def find(self, lead: Mapping[str, Any], mode: Mode, verify: bool) -> BackendAnswer:
+        """Look the lead up through the finder; a lookup that could not be done raises."""
+        result = await asyncio.wrap_future(self.finder(verify).submit(parse_lead(lead), mode))
+        if result.error is not None:
+            raise BackendError(result.error)
+        return BackendAnswer(
+            email=[e.to_entry() for e in result.emails],
+            personal_email=[e.to_entry() for e in result.personal_emails],
+        )
+
+    def close(self) -> None:
+        for finder in self._finders.values():
+            finder.close()
