@@ -139,6 +139,11 @@ def _coerce_lead(item: LeadInput) -> Lead:
     raise InvalidLeadError("lead", "a lead is a Lead, a dict or a (name, company) pair")
 
 
+def _given(**fields: object) -> dict[str, object]:
+    """The lead fields a caller actually passed (None means "not given")."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 def _raw_fields(item: LeadInput) -> dict[str, Any]:
     """The user's input, for results of leads that could not be parsed."""
     if isinstance(item, Lead):
@@ -287,9 +292,8 @@ class LeadFinder:
         mode: Mode | str = Mode.PROFESSIONAL,
     ) -> Result:
         """Find the email of one lead. Bad input gives a Result with `error` set, not an error."""
-        fields = {"name": name, "company": company, "domain": domain, "linkedin": linkedin,
-                  "email": email}
-        return self.submit({k: v for k, v in fields.items() if v is not None}, mode).result()
+        lead = _given(name=name, company=company, domain=domain, linkedin=linkedin, email=email)
+        return self.submit(lead, mode).result()
 
     def find_many(
         self,
@@ -394,10 +398,8 @@ class LeadFinder:
         mode: Mode | str = Mode.PROFESSIONAL,
     ) -> Result:
         """Async twin of `find`: awaits the shared batcher without blocking the event loop."""
-        fields = {"name": name, "company": company, "domain": domain, "linkedin": linkedin,
-                  "email": email}
-        future = self.submit({k: v for k, v in fields.items() if v is not None}, mode)
-        return await asyncio.wrap_future(future)
+        lead = _given(name=name, company=company, domain=domain, linkedin=linkedin, email=email)
+        return await asyncio.wrap_future(self.submit(lead, mode))
 
     async def afind_many(
         self,
