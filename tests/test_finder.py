@@ -104,17 +104,23 @@ def test_budget_stops_after_exactly_twenty_lookups(
     assert finder.budget_left_cents() == 0
 
 
-def test_no_key_is_one_clear_error_but_cache_still_answers(tmp_path: Path) -> None:
+def test_without_a_usable_key_the_cache_still_answers(tmp_path: Path) -> None:
     with live_server() as srv:
         with LeadFinder(srv.api_key, base_url=srv.base_url, cache_path=tmp_path / "c.sqlite3",
                         poll_interval=0.02, use_keyring=False) as paid:
             paid.find("Jane Doe", "Acme Inc.")
-    with LeadFinder(cache_path=tmp_path / "c.sqlite3", use_keyring=False) as keyless:
+    with LeadFinder(cache_path=tmp_path / "c.sqlite3", backend="sixtyfour",
+                    use_keyring=False) as keyless:
         assert keyless.find("Doe, Jane", "ACME").email == "jane.doe@acme-inc.com"
         with pytest.raises(ConfigurationError, match="SIXTYFOUR_API_KEY"):
             keyless.find_many([("John Smith", "Acme Inc.")])
         cell = keyless.find("John Smith", "Acme Inc.")
     assert cell.status is Status.ERROR and "SIXTYFOUR_API_KEY" in (cell.error or "")
+    with LeadFinder(cache_path=tmp_path / "c.sqlite3", use_keyring=False) as engine_only:
+        assert engine_only.local
+        paid = engine_only.find("Jane Doe", "Acme Inc.")  # the paid answer beats a free guess
+        assert paid.email == "jane.doe@acme-inc.com" and paid.source.value == "cache"
+        assert engine_only.estimate([("Jane Doe", "Acme")]).cached == 1
 
 
 def test_single_finds_from_many_threads_are_coalesced(
