@@ -24,6 +24,7 @@ from .models import Email, Mode, Result, Source, Status
 
 if TYPE_CHECKING:
     from .frames import enrich
+    from .notebook import panel
 
 __version__ = "0.1.0"
 
@@ -47,6 +48,7 @@ __all__ = [
     "enrich",
     "find_email",
     "find_emails",
+    "panel",
 ]
 
 
@@ -70,4 +72,8 @@ def __getattr__(name: str) -> Any:
         from .frames import enrich
 
         return enrich
+    if name == "panel":  # ipywidgets is imported only when the panel is used
+        from .notebook import panel
+
+        return panel
     raise AttributeError(f"module 'lead_finder' has no attribute {name!r}")

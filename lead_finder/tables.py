@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import io
+import zipfile
 from pathlib import Path
 from typing import Any, cast
 
@@ -10,7 +12,7 @@ import pandas as pd
 
 from .errors import InvalidLeadError
 
-__all__ = ["FORMULA_PREFIXES", "neutralise", "read_table", "write_table"]
+__all__ = ["FORMULA_PREFIXES", "neutralise", "read_table", "table_bytes", "write_table"]
 
 #: A text cell starting with one of these is run as a formula by Excel, LibreOffice or Sheets.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
@@ -38,7 +40,7 @@ def read_table(path: str | Path, *, sheet: str | int = 0) -> pd.DataFrame:
             sep = ","
         return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False,
                            encoding="utf-8-sig")
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
+    except (ValueError, OSError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
         raise InvalidLeadError("file", f"{path.name} could not be read: {exc}") from None
 
 
@@ -56,20 +58,29 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     XLSX cells are written with an explicit text type, so the value is kept exactly as it was.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
+    path.write_bytes(table_bytes(df, path.suffix, name=path.name))
+    return path
+
+
+def table_bytes(df: pd.DataFrame, suffix: str, *, name: str | None = None) -> bytes:
+    """The bytes `write_table` would write for a file ending in `suffix` (".csv", ".tsv",
+    ".txt" or ".xlsx"), for download buttons and web responses that need no file."""
+    suffix = suffix.lower()
     if suffix in (".csv", ".tsv", ".txt"):
         safe = df.apply(lambda column: column.map(neutralise))
+        text = io.StringIO()
         # CRLF rows (RFC 4180) also make pandas quote values holding a bare CR
-        safe.to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",",
+        safe.to_csv(text, index=False, sep="\t" if suffix == ".tsv" else ",",
                     lineterminator="\r\n")
-        return path
+        return text.getvalue().encode("utf-8")
     if suffix == ".xlsx":
-        _write_xlsx(df, path)
-        return path
-    raise InvalidLeadError("output", f"{path.name}: write to a .csv or .xlsx file")
+        buffer = io.BytesIO()
+        _write_xlsx(df, buffer)
+        return buffer.getvalue()
+    raise InvalidLeadError("output", f"{name or 'file' + suffix}: write to a .csv or .xlsx file")
 
 
-def _write_xlsx(df: pd.DataFrame, path: Path) -> None:
+def _write_xlsx(df: pd.DataFrame, target: Path | io.BytesIO) -> None:
     from openpyxl import Workbook
 
     book = Workbook()
@@ -83,7 +94,7 @@ def _write_xlsx(df: pd.DataFrame, path: Path) -> None:
             if isinstance(cell.value, str):
                 cell.data_type = "s"  # never "f": openpyxl makes any "=..." string a formula
     sheet.freeze_panes = "A2"
-    book.save(path)
+    book.save(target)
 
 
 def _missing(value: object) -> bool:

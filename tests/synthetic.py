@@ -84,3 +84,52 @@ def thousand_leads() -> tuple[list[tuple[str, str]], list[str]]:
     return [leads[i] for i in order], [expected[i] for i in order]
 
 
+def many_people(count: int) -> list[dict[str, str]]:
+    """Up to 2,400 distinct fictional people: the 800 names of `synthetic_people`, each also at
+    two other companies (the same name at another company is another lead)."""
+    if not 0 <= count <= 2400:
+        raise ValueError("many_people makes at most 2,400 people")
+    base = synthetic_people()
+    people = []
+    for i in range(count):
+        block, p = divmod(i, len(base))
+        first, last = base[p]["name"].split(" ", 1)
+        c = (p % len(COMPANIES) + 7 * block) % len(COMPANIES)
+        company = COMPANIES[c]
+        domain = company.lower().replace(" ", "-") + "-test.com"
+        local = _ascii(f"{first}.{last}").lower().replace("'", "").replace("ł", "l")
+        people.append({
+            "name": f"{first} {last}", "company": f"{company} {SUFFIXES[i % len(SUFFIXES)]}",
+            "base": company, "domain": domain, "email": f"{local}@{domain}",
+        })
+    return people
+
+
+def write_people(path: Path, people: list[dict[str, str]]) -> Path:
+    """`people` as a directory CSV for the local server's DirectoryBackend (`--directory`)."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, ["name", "company", "domain", "email", "email_status"])
+        writer.writeheader()
+        for p in people:
+            writer.writerow({"name": p["name"], "company": p["company"], "domain": p["domain"],
+                             "email": p["email"], "email_status": "OK"})
+    return path
+
+
+def lead_rows(rows: int, unique: int, *, unknown: int = 0,
+              seed: int = 11) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """`rows` lead rows ({"Full Name", "Company"}) naming `unique` distinct people, the repeats
+    written the twelve messy ways, shuffled. The last `unknown` people are left out of the
+    returned directory (the second value), so the server answers NOT_FOUND for them."""
+    if not 0 < unique <= rows:
+        raise ValueError("need 0 < unique <= rows")
+    rng = random.Random(seed)
+    people = many_people(unique)
+    out = [{"Full Name": p["name"], "Company": p["company"]} for p in people]
+    for n in range(rows - unique):
+        p = rng.choice(people)
+        first, last = p["name"].split(" ", 1)
+        name, company = SPELLINGS[n % len(SPELLINGS)](first, last, p["base"])
+        out.append({"Full Name": name, "Company": company})
+    rng.shuffle(out)
+    return out, people[:unique - unknown]

@@ -84,7 +84,7 @@ def test_find_prints_email_and_json(tmp_path: Path) -> None:
 
 def test_user_mistakes_are_one_line_without_traceback(tmp_path: Path) -> None:
     env = cli_env(tmp_path)
-    no_key = run(["find", "Jane Doe", "Acme"], env)
+    no_key = run(["balance"], env)  # without a key, lookups use the engine; balance cannot
     bad_mode = run(["find", "Jane Doe", "Acme", "--mode", "PERSONNAL"], env)
     empty = run(["find", "", "Acme"], env)
     no_file = run(["enrich", str(tmp_path / "nope.csv"), "-o", "x.csv"], env)
