@@ -394,6 +394,10 @@ def migrate(conn: sqlite3.Connection) -> int:
     return SCHEMA_VERSION
 
 
+#: Held while a Store creates a cache file and closes its descriptor (see `Store._open`).
+_CREATE_LOCK = threading.Lock()
+
+
 def _enable_wal(conn: sqlite3.Connection) -> str:
     """Switch to WAL and return the journal mode SQLite settled on.
 
@@ -720,8 +724,11 @@ class Store:
             # O_EXCL: never open (and close) a descriptor on an existing file. Closing any
             # descriptor drops every POSIX lock this process holds on the file, including those
             # of other Stores' SQLite connections; another process can then think it is the last
-            # user and delete the WAL under us (lost writes, two claims of the same key).
-            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+            # user and delete the WAL under us (lost writes, two claims of the same key). The
+            # lock keeps this process's other Stores from opening the new file before it is
+            # closed again.
+            with _CREATE_LOCK:
+                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
         except FileExistsError:
             pass
         except OSError as exc:
