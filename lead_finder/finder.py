@@ -423,12 +423,18 @@ class LeadFinder:
         return await asyncio.to_thread(self.find_many, items, mode=mode, progress=progress)
 
     def budget_left_cents(self) -> int | None:
-        """The smaller of what is left of the run and the daily budget, or None when unlimited."""
+        """The smaller of what is left of the run and the daily budget, or None when unlimited.
+
+        What ambiguous jobs may have cost counts as spent: their charge is unknown, not zero.
+        """
         left: list[int] = []
+        store = self.store
         if self.settings.budget_cents is not None:
-            left.append(self.settings.budget_cents - self.store.spent_in_run(self.run_id))
+            spent = store.spent_in_run(self.run_id) + store.at_risk_cents(run_id=self.run_id)
+            left.append(self.settings.budget_cents - spent)
         if self.settings.daily_budget_cents is not None:
-            left.append(self.settings.daily_budget_cents - self.store.spent_today())
+            spent = store.spent_today() + store.at_risk_cents(today=True)
+            left.append(self.settings.daily_budget_cents - spent)
         if not left:
             return None
         return max(0, min(left) - self._reserved_cents)

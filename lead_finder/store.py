@@ -1134,6 +1134,18 @@ class Store:
             )
         )
 
+    def at_risk_cents(self, *, run_id: str | None = None, today: bool = False) -> int:
+        """What ambiguous jobs may have cost (their estimate): of one run, or created today.
+
+        Their answers were lost, so no charge was recorded; budgets count them as spent.
+        """
+        day = self._day(self._clock())
+        return sum(
+            job.estimated_cents for job in self.jobs({JobState.AMBIGUOUS})
+            if (run_id is None or job.run_id == run_id)
+            and (not today or self._day(job.created) == day)
+        )
+
     def spent_in_run(self, run_id: str) -> int:
         """Cents spent under `run_id`."""
         return self._run(

@@ -205,3 +205,28 @@ async def test_async_twins_share_the_batcher(make_finder: Callable[..., LeadFind
     assert [r.email for r in singles] == ["jane.doe@acme-inc.com", "jane.doe@acme-inc.com",
                                           "hank@globex-corp.com"]
     assert many[0].source.value == "cache" and many[1].email == "peter.gibbons@initech-software.com"
+
+
+def test_what_ambiguous_jobs_may_have_cost_counts_against_the_budget(
+    make_finder: Callable[..., LeadFinder],
+) -> None:
+    import httpx
+
+    from lead_finder.sixtyfour import Client
+
+    class LoseAnswers(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "POST":
+                request.headers["x-lf-fault"] = "truncate"
+            return super().handle_request(request)
+
+    with live_server(enable_faults=True) as srv:
+        finder = make_finder(srv, budget="0.10", daily_budget="0.20")
+        finder._client = Client(srv.api_key, base_url=srv.base_url, poll_interval=0.02,
+                                transport=LoseAnswers())
+        lost = finder.find_many([("Jane Doe", "Acme Inc."), ("John Smith", "Acme Inc.")])
+        assert all("may have been charged" in (r.error or "") for r in lost)
+        assert finder.budget_left_cents() == 0  # 2 x $0.05 may be spent: the run's cap is hit
+        stopped = finder.find("Hank Scorpio", "Globex Corporation")
+        assert "budget reached" in (stopped.error or "")
+        assert srv.stats.requests["/find-email-bulk-async"] == 1
