@@ -382,6 +382,15 @@ def doctor(ctx: click.Context) -> None:
         sys.exit(1)
 
 
+def _register_excel() -> None:
+    from .excel.server import excel as excel_commands
+
+    cli.add_command(excel_commands)
+
+
+_register_excel()
+
+
 def _friendly(func: Callable[[], Any]) -> Callable[[], Any]:
     @functools.wraps(func)
     def wrapper() -> Any:
