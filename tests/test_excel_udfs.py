@@ -14,17 +14,15 @@ import asyncio
 import datetime as dt
 import gc
 import math
-import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from excel_sim import Excel, Formula, Recalcs, XlCaller
 from servers import live_server, serve_subprocess
 from synthetic import synthetic_people, thousand_leads, write_directory
 
@@ -37,92 +35,6 @@ from lead_finder.server import DirectoryBackend
 pytestmark = pytest.mark.integration
 
 BULK = "/find-email-bulk-async"
-
-
-@dataclass(frozen=True)
-class _Book:
-    name: str
-
-
-@dataclass(frozen=True)
-class _Sheet:
-    name: str
-    book: _Book
-
-
-@dataclass(frozen=True)
-class XlCaller:
-    """The calling cell as xlwings passes it (a Range): `.address`, `.sheet.name`,
-    `.sheet.book.name`."""
-
-    address: str
-    sheet: _Sheet = field(default=_Sheet("Leads", _Book("lead_finder.xlsm")))
-
-
-class Recalcs:
-    """The recalculation callback: records which cells it was asked to recalculate."""
-
-    def __init__(self) -> None:
-        self.calls: list[frozenset[Hashable]] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, cells: frozenset[Hashable]) -> None:
-        with self._cond:
-            self.calls.append(cells)
-            self._cond.notify_all()
-
-    def addresses(self) -> list[str]:
-        """Every cell address handed to the callback so far (repeats included)."""
-        with self._cond:
-            return self._addresses()
-
-    def wait_for(self, addresses: set[str], timeout: float = 30.0) -> None:
-        """Wait until every one of `addresses` was handed to the callback."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: addresses <= set(self._addresses()), timeout):
-                missing = addresses - set(self._addresses())
-                raise TimeoutError(f"{len(missing)} waiting cells were never recalculated")
-
-    def wait_for_call(self, count: int, timeout: float = 30.0) -> None:
-        """Wait until the callback has been called more than `count` times."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(self.calls) > count, timeout):
-                raise TimeoutError("no recalculation")
-
-    def _addresses(self) -> list[str]:
-        return [c.address for call in self.calls for c in call if isinstance(c, CallerCell)]
-
-
-Formula = tuple[Callable[..., Any], tuple[Any, ...]]
-
-
-class Excel:
-    """Recalculates like Excel: every formula at once, from a pool of worker threads."""
-
-    def __init__(self) -> None:
-        self.pool = ThreadPoolExecutor(min(32, (os.cpu_count() or 1) + 4))
-        self.latencies: list[float] = []
-        self.slowest: list[float] = []  # per recalculation
-
-    def recalc(
-        self, sheet: dict[str, Formula], only: Sequence[str] | None = None
-    ) -> dict[str, Any]:
-        """Call the formulas (all, or `only` these cells) at once; their values by address."""
-        addresses = list(only if only is not None else sheet)
-
-        def call(address: str) -> tuple[Any, float]:
-            func, args = sheet[address]
-            start = time.perf_counter()
-            value = func(*args, caller=XlCaller(address))
-            return value, time.perf_counter() - start
-
-        answers = list(self.pool.map(call, addresses))
-        self.latencies += [latency for _, latency in answers]
-        self.slowest.append(max((latency for _, latency in answers), default=0.0))
-        return {address: value for address, (value, _) in zip(addresses, answers, strict=True)}
-
-    def close(self) -> None:
-        self.pool.shutdown()
 
 
 @pytest.fixture
@@ -169,9 +81,9 @@ def test_a_thousand_cells_batch_answer_at_once_and_recalculate_for_free(
     }
     want = {f"C{row}": email for row, email in enumerate(expected, start=2)}
     recalcs = Recalcs()
-    # The server runs in its own process, as the real API would: the latencies measured are
-    # the add-in's, not the test server's share of this process.
-    with serve_subprocess("--directory", str(directory)) as srv:
+    # The server runs in its own process, as the real API would, and holds every job for 2 s:
+    # a cell that waited for the network would take at least that long.
+    with serve_subprocess("--directory", str(directory), "--job-delay", "2") as srv:
         # Set up as default_session sets up Excel's Python process.
         finder = LeadFinder(srv.api_key, base_url=srv.base_url, cache_path=tmp_path / "c.sqlite3",
                             use_keyring=False, quiet=EXCEL_QUIET, poll_interval=0.2,
@@ -204,7 +116,9 @@ def test_a_thousand_cells_batch_answer_at_once_and_recalculate_for_free(
     print(f"\n1,000 FINDEMAIL cells over 800 leads: {bulk} bulk requests, "
           f"{len(excel.latencies)} calls, slowest answer {slowest * 1000:.1f} ms "
           f"(per recalculation: {', '.join(f'{t * 1000:.1f}' for t in excel.slowest)})")
-    assert slowest < 0.050, f"the slowest call took {slowest * 1000:.1f} ms"
+    # Behaviour, not speed: no call waited for a lookup (each took far less than the 2 s job).
+    # The 50 ms budget itself is measured, with a baseline, by benchmarks/excel_recalc.py.
+    assert slowest < 1.0, f"a cell waited {slowest * 1000:.1f} ms: it blocked on a lookup"
 
 
 def test_cached_leads_cost_nothing_and_only_pending_cells_are_recalculated(
@@ -434,7 +348,7 @@ class _Range:
 
     def __init__(self, address: str, formula: str, log: list[str], *, dynamic: bool = True):
         self.address = address
-        self.sheet = _Sheet("Leads", _Book("lead_finder.xlsm"))
+        self.sheet = XlCaller(address).sheet
         self.formula = formula
         self.log = log
         self.dynamic = dynamic
