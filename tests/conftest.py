@@ -55,3 +55,15 @@ def make_finder(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     for finder in made:
         finder.close()
 
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[Any]:
+    """The loopback mail world (tests/mailworld.py): DNS and SMTP servers on 127.0.0.x."""
+    from mailworld import MailWorld
+
+    running = MailWorld.start()
+    try:
+        yield running
+    finally:
+        running.stop()

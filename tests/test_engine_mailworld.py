@@ -10,7 +10,6 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import dns.resolver
@@ -25,15 +24,6 @@ from lead_finder.models import Mode, Result, Source, Status
 pytestmark = pytest.mark.integration
 
 MAX_RCPT = 8
-
-
-@pytest.fixture(scope="module")
-def world() -> Iterator[MailWorld]:
-    running = MailWorld.start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(autouse=True)

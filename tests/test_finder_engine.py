@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +13,6 @@ from lead_finder import LeadFinder, Source, Status
 from lead_finder.engine import Engine
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def world() -> Iterator[MailWorld]:
-    running = MailWorld.start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(autouse=True)
