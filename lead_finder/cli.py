@@ -56,6 +56,10 @@ def _mapping_from(kwargs: dict[str, Any]) -> dict[str, str | None]:
             for role in _COLUMN_OPTIONS}
 
 
+def _leads(count: int) -> str:
+    return f"{count:,} lead" if count == 1 else f"{count:,} leads"
+
+
 def _money(cents: int | None) -> str:
     return "unlimited" if cents is None else f"${cents / 100:,.2f}"
 
@@ -221,7 +225,7 @@ def jobs_list(ctx: click.Context, show_all: bool) -> None:
         cost = job.charge_cents if job.charge_cents is not None else job.estimated_cents
         label = "cost" if job.charge_cents is not None else "may cost"
         click.echo(
-            f"{job.id[:12]}  {job.state:<10} {len(job.keys):>4} leads  {job.mode:<12} "
+            f"{job.id[:12]}  {job.state:<10} {_leads(len(job.keys)):>10}  {job.mode:<12} "
             f"{label} {_money(cost)}  task={job.task_id or '-'}  {job.error or ''}".rstrip()
         )
 
@@ -245,7 +249,7 @@ def jobs_release(ctx: click.Context, job_id: str) -> None:
                 f"No single ambiguous job starts with {job_id!r}: see `lead-finder jobs list`."
             )
         store.mark_failed(matches[0].id, "released by the user: its leads may be bought again")
-    click.echo(f"Released {len(matches[0].keys)} leads; the next run looks them up again.")
+    click.echo(f"Released {_leads(len(matches[0].keys))}; the next run looks them up again.")
 
 
 @jobs.command("resume")
@@ -257,7 +261,8 @@ def jobs_resume(ctx: click.Context) -> None:
     if not done:
         click.echo("No interrupted jobs.")
     for job in done:
-        click.echo(f"{job.id[:12]}  {job.state}  {len(job.keys)} leads  {job.error or ''}".rstrip())
+        line = f"{job.id[:12]}  {job.state}  {_leads(len(job.keys))}  {job.error or ''}"
+        click.echo(line.rstrip())
 
 
 @cli.group()

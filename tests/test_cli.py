@@ -177,5 +177,5 @@ def test_ambiguous_job_is_listed_blocked_then_released(tmp_path: Path) -> None:
     assert "may have been charged" in (lost.error or "")
     assert "ambiguous" in listed.stdout and "may cost $0.05" in listed.stdout
     assert blocked.returncode != 0 and "may have been charged" in blocked.stderr
-    assert released.returncode == 0 and "Released 1 leads" in released.stdout
+    assert released.returncode == 0 and "Released 1 lead;" in released.stdout
     assert bought.returncode == 0 and bought.stdout.startswith("jane.doe@acme-inc.com")
