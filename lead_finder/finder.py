@@ -41,9 +41,10 @@ from .errors import (
     NotFoundError,
 )
 from .leads import Lead
+from .ledger import LedgerJob
 from .models import PRICE_CENTS, Mode, Result, Source, Status
 from .sixtyfour import Client, Job
-from .store import LedgerJob, Store
+from .store import Store
 
 if TYPE_CHECKING:
     from .engine import Engine

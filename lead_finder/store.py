@@ -11,27 +11,7 @@ Results
     error, a 4xx or a 5xx says nothing about the lead.
 
 Ledger
-    One row per request that may cost money. A job moves through these states::
-
-        intent ──► submitted ──► completed
-          │  │         │    └──► ambiguous ──► completed | failed | expired
-          │  │         └───────► failed | expired
-          │  └─► completed            (a synchronous request answers at once: no task id)
-          └────► ambiguous | failed | expired
-
-    ``intent``     written and committed *before* the POST; keys, the exact lead dicts sent (with
-                   their ``lead_finder_ref``) and the options, so a resume can rebuild the join.
-    ``submitted``  the server's task id, committed as soon as it is known: a crash from here on is
-                   resumed by polling, never by sending again.
-    ``completed``  results cached, ledger closed and spend recorded in one transaction.
-    ``ambiguous``  the POST went out but its answer was lost; it may have been billed, so it is
-                   never resent on its own.
-    ``failed``     the server (or the caller) says the job ended without results.
-    ``expired``    the server no longer knows the task id.
-
-    ``completed``, ``failed`` and ``expired`` are final. A transition that is not allowed from the
-    current state changes nothing and returns False, so two processes that race to resume the same
-    job cannot both complete it (nor both record its spend).
+    One row per request that may cost money; its states and allowed moves are in ledger.py.
 
     ``claim()`` checks the cache and the open jobs of every process and records the intent for
     what is left in the same write transaction, so two processes asking for the same lead at
@@ -54,13 +34,10 @@ A file on a network share is refused, because SQLite's locking is not reliable t
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import os
-import re
 import sqlite3
-import sys
 import threading
 import time
 import uuid
@@ -72,7 +49,25 @@ from typing import Any, TypeVar
 
 import platformdirs
 
+from .cachefile import (
+    CACHE_ENV,
+    NETWORK_FS_TYPES,
+    SIDE_FILES,
+    default_cache_path,
+    ensure_private,
+    file_path,
+    network_fs_type,
+    refuse_network_share,
+)
 from .errors import StoreError
+from .ledger import (
+    _ALLOWED_FROM,
+    OPEN_STATES,
+    Claim,
+    JobState,
+    LedgerJob,
+    can_transition,
+)
 from .models import PRICE_CENTS, Email, Mode, Result, Source, Status
 
 __all__ = [
@@ -96,9 +91,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Environment variable that moves the cache file.
-CACHE_ENV = "LEAD_FINDER_CACHE"
-CACHE_FILENAME = "cache.sqlite3"
 #: How long an answer that found an address stays fresh (seconds).
 FOUND_TTL: float = 90 * 86400
 #: How long a NOT_FOUND answer stays fresh (seconds): people change jobs, domains get mail.
@@ -111,211 +103,10 @@ BUSY_TIMEOUT_MS = 10_000
 MAX_PARAMS = 500
 SCHEMA_VERSION = 1
 
-#: File system types (from /proc/mounts) on which SQLite's locking cannot be trusted.
-NETWORK_FS_TYPES = frozenset(
-    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "sshfs", "fuse.sshfs", "9p"}
-)
-
-_SIDE_FILES = ("-wal", "-shm", "-journal")
 # A results row: key, mode, found, data, fetched, expires.
 _ResultRow = tuple[str, str, int, str, float, float]
 # SQLITE_CORRUPT and SQLITE_NOTADB (primary codes; extended codes keep them in the low byte).
 _CORRUPT_CODES = frozenset({11, 26})
-
-
-class JobState(enum.StrEnum):
-    """A ledger job's state; see the module docstring for the transitions."""
-
-    INTENT = "intent"
-    SUBMITTED = "submitted"
-    COMPLETED = "completed"
-    AMBIGUOUS = "ambiguous"
-    FAILED = "failed"
-    EXPIRED = "expired"
-
-
-OPEN_STATES = frozenset({JobState.INTENT, JobState.SUBMITTED})
-FINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.EXPIRED})
-
-# target state -> states it may be entered from
-_ALLOWED_FROM: Mapping[JobState, frozenset[JobState]] = {
-    JobState.SUBMITTED: frozenset({JobState.INTENT}),
-    JobState.COMPLETED: frozenset({JobState.INTENT, JobState.SUBMITTED, JobState.AMBIGUOUS}),
-    JobState.AMBIGUOUS: frozenset({JobState.INTENT, JobState.SUBMITTED}),
-    JobState.FAILED: frozenset({JobState.INTENT, JobState.SUBMITTED, JobState.AMBIGUOUS}),
-    JobState.EXPIRED: frozenset({JobState.INTENT, JobState.SUBMITTED, JobState.AMBIGUOUS}),
-}
-
-
-def can_transition(current: str, target: str) -> bool:
-    """Whether a ledger job may move from state `current` to state `target`."""
-    try:
-        return JobState(current) in _ALLOWED_FROM.get(JobState(target), frozenset())
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True)
-class LedgerJob:
-    """One ledger row: a request that may cost money, and how far it got."""
-
-    id: str
-    state: JobState
-    task_id: str | None
-    keys: tuple[str, ...]
-    leads: tuple[Mapping[str, Any], ...]
-    mode: Mode
-    options: Mapping[str, Any]
-    estimated_cents: int
-    charge_cents: int | None
-    created: float
-    updated: float
-    error: str | None
-    run_id: str | None
-
-    @property
-    def is_open(self) -> bool:
-        """True while the job is `intent` or `submitted` (it may still produce results)."""
-        return self.state in OPEN_STATES
-
-
-@dataclass(frozen=True)
-class StoreStats:
-    """What is in the store, for `lead-finder cache stats` and `doctor`."""
-
-    path: Path
-    size_bytes: int
-    results_found: int
-    results_not_found: int
-    results_expired: int
-    jobs: Mapping[str, int] = field(default_factory=dict)
-    spent_today_cents: int = 0
-    spent_total_cents: int = 0
-    schema_version: int = SCHEMA_VERSION
-
-    @property
-    def results_fresh(self) -> int:
-        """Results that would be answered from the cache now."""
-        return self.results_found + self.results_not_found
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What `Store.claim` decided for a batch of keys."""
-
-    #: The new `intent` job for the keys this caller should send, or None when there are none.
-    job: LedgerJob | None
-    #: Keys with a fresh cached result: nothing to send.
-    cached: Mapping[str, Result]
-    #: Keys already in an open job (of any process): key -> that job's id. Wait, do not send.
-    held: Mapping[str, str]
-    #: Keys that would be sent but are beyond the caller's `limit` (its budget).
-    over_budget: tuple[str, ...]
-    #: Keys whose last request was lost after it went out (key -> that ambiguous job's id). They
-    #: may have been charged, so they are not sent again until the user releases the job.
-    ambiguous: Mapping[str, str] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------------------------
-# Paths
-
-
-def default_cache_path() -> Path:
-    """The cache file: `LEAD_FINDER_CACHE` if set, else `cache.sqlite3` in the user data dir."""
-    env = os.environ.get(CACHE_ENV, "").strip()
-    if env:
-        return _file_path(env)
-    return Path(platformdirs.user_data_dir("lead_finder")) / CACHE_FILENAME
-
-
-def _file_path(value: str | os.PathLike[str]) -> Path:
-    path = Path(os.path.abspath(os.path.expanduser(os.fspath(value))))
-    # A directory means "keep the cache in there".
-    return path / CACHE_FILENAME if path.is_dir() else path
-
-
-def _is_unc(text: str) -> bool:
-    r"""`\\server\share\...` or `//server/share/...` (also `\\?\UNC\...`), on any platform."""
-    if text.startswith(("\\\\?\\", "//?/")):
-        return text[4:].upper().startswith("UNC")
-    return text.startswith(("\\\\", "//")) and len(text) > 2 and text[2] not in "\\/"
-
-
-_OCTAL = re.compile(r"\\([0-7]{3})")
-
-
-def network_fs_type(path: str | os.PathLike[str], mount_table: str) -> str | None:
-    """The network file system type `path` lives on according to `mount_table`, else None.
-
-    `mount_table` is the text of /proc/mounts; the mount point that is the longest prefix of the
-    resolved path decides.
-    """
-    target = os.path.realpath(os.fspath(path))
-    best: tuple[int, str] | None = None
-    for line in mount_table.splitlines():
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        # /proc/mounts escapes spaces, tabs, newlines and backslashes as octal.
-        point = _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), parts[1])
-        fstype = parts[2]
-        inside = point == "/" or target == point or target.startswith(point.rstrip("/") + "/")
-        if inside and (best is None or len(point) >= best[0]):
-            best = (len(point), fstype)
-    if best is not None and best[1].lower() in NETWORK_FS_TYPES:
-        return best[1]
-    return None
-
-
-def _read_mount_table() -> str | None:
-    """The Linux mount table, or None where there is none (macOS, Windows)."""
-    try:
-        with open("/proc/mounts", encoding="utf-8", errors="replace") as fh:
-            return fh.read()
-    except OSError:
-        return None
-
-
-def _windows_remote_drive(path: Path) -> bool:
-    if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-        import ctypes
-
-        drive = path.drive
-        if drive and not _is_unc(drive):
-            drive_remote = 4
-            return bool(ctypes.windll.kernel32.GetDriveTypeW(drive + "\\") == drive_remote)
-    return False
-
-
-def _refuse_network_share(raw: str, path: Path) -> None:
-    why: str | None = None
-    if _is_unc(raw) or _is_unc(str(path)):
-        why = "a UNC path (\\\\server\\share)"
-    elif _windows_remote_drive(path):
-        why = "a mapped network drive"
-    else:
-        table = _read_mount_table()
-        fstype = network_fs_type(path.parent, table) if table else None
-        if fstype:
-            why = f"a network file system ({fstype})"
-    if why:
-        raise StoreError(
-            f"The lead_finder cache {path} is on {why}. SQLite cannot lock files reliably there, "
-            f"so two users or processes could pay twice or corrupt the cache. Put it on a local "
-            f"disk: pass cache_path= or set {CACHE_ENV}. A team shares one cache by running "
-            f"`lead-finder serve` on one machine instead."
-        )
-
-
-def _chmod(path: Path, mode: int) -> None:
-    if os.name != "posix":
-        return
-    try:
-        os.chmod(path, mode)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("Could not restrict permissions of %s: %s", path, exc)
 
 
 # --------------------------------------------------------------------------------------------
@@ -617,6 +408,27 @@ def _job(row: Sequence[Any]) -> LedgerJob:
     )
 
 
+@dataclass(frozen=True)
+class StoreStats:
+    """What is in the store, for `lead-finder cache stats` and `doctor`."""
+
+    path: Path
+    size_bytes: int
+    results_found: int
+    results_not_found: int
+    results_expired: int
+    jobs: Mapping[str, int] = field(default_factory=dict)
+    spent_today_cents: int = 0
+    spent_total_cents: int = 0
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def results_fresh(self) -> int:
+        """Results that would be answered from the cache now."""
+        return self.results_found + self.results_not_found
+
+
+
 # --------------------------------------------------------------------------------------------
 # The store
 
@@ -642,8 +454,8 @@ class Store:
         if found_ttl < 0 or not_found_ttl < 0 or stale_intent_after < 0:
             raise ValueError("TTLs and stale_intent_after must be >= 0 seconds")
         raw = os.fspath(path) if path is not None else os.environ.get(CACHE_ENV, "").strip()
-        self.path: Path = _file_path(raw) if raw else default_cache_path()
-        _refuse_network_share(raw or str(self.path), self.path)
+        self.path: Path = file_path(raw) if raw else default_cache_path()
+        refuse_network_share(raw or str(self.path), self.path)
         self.found_ttl = float(found_ttl)
         self.not_found_ttl = float(not_found_ttl)
         self.stale_intent_after = float(stale_intent_after)
@@ -735,10 +547,10 @@ class Store:
             raise StoreError(f"Cannot create the lead_finder cache {self.path}: {exc}") from exc
         # Folders we created, and our own data dir, are 0700; never tighten a folder the user chose.
         for created in missing:
-            _chmod(created, 0o700)
+            ensure_private(created, 0o700)
         if folder == Path(platformdirs.user_data_dir("lead_finder")):
-            _chmod(folder, 0o700)
-        _chmod(self.path, 0o600)
+            ensure_private(folder, 0o700)
+        ensure_private(self.path, 0o600)
         self._file_id = self._stat_id()
         conn = sqlite3.connect(
             self.path,
@@ -758,8 +570,8 @@ class Store:
         except BaseException:
             conn.close()
             raise
-        for suffix in _SIDE_FILES:
-            _chmod(Path(f"{self.path}{suffix}"), 0o600)
+        for suffix in SIDE_FILES:
+            ensure_private(Path(f"{self.path}{suffix}"), 0o600)
         return conn
 
     def _quarantine(self, exc: sqlite3.Error) -> None:
@@ -777,7 +589,7 @@ class Store:
         # Side files first: once the main file is gone, another process may start a new one at
         # this path, and its fresh -wal must not be taken. A -wal left behind by the broken
         # connection must never be replayed into the new file either.
-        for suffix in _SIDE_FILES:
+        for suffix in SIDE_FILES:
             try:
                 os.rename(f"{self.path}{suffix}", f"{target}{suffix}")
             except OSError:
@@ -1193,7 +1005,7 @@ class Store:
 
     def _size(self) -> int:
         total = 0
-        for name in (str(self.path), *(f"{self.path}{s}" for s in _SIDE_FILES)):
+        for name in (str(self.path), *(f"{self.path}{s}" for s in SIDE_FILES)):
             try:
                 total += os.path.getsize(name)
             except OSError:

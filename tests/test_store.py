@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-import lead_finder.store as store_mod
+import lead_finder.cachefile as cachefile
 from lead_finder.errors import StoreError
 from lead_finder.models import PRICE_CENTS, Email, Mode, Result, Source
 from lead_finder.store import (
@@ -520,7 +520,7 @@ def test_network_fs_type_from_mount_table() -> None:
 def test_network_share_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     share = os.path.realpath(tmp_path / "share")
     table = f"/dev/vda1 / ext4 rw 0 0\nnas:/vol {share} cifs rw 0 0\n"
-    monkeypatch.setattr(store_mod, "_read_mount_table", lambda: table)
+    monkeypatch.setattr(cachefile, "_read_mount_table", lambda: table)
     with pytest.raises(StoreError, match=r"network file system \(cifs\).*LEAD_FINDER_CACHE"):
         Store(tmp_path / "share" / "cache.sqlite3")
     assert not (tmp_path / "share").exists()
