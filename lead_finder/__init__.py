@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     AmbiguousRequestError,
     APIError,
-    BudgetExceededError,
     ConfigurationError,
     InvalidLeadError,
     LeadFinderError,
@@ -31,7 +30,6 @@ __version__ = "0.1.0"
 __all__ = [
     "APIError",
     "AmbiguousRequestError",
-    "BudgetExceededError",
     "ConfigurationError",
     "Email",
     "Estimate",

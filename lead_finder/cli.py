@@ -3,6 +3,7 @@ plain sentence on stderr (never a traceback for a user mistake)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -279,14 +280,8 @@ def cache_stats(ctx: click.Context) -> None:
     settings = load_settings(cache_path=(ctx.obj or {}).get("cache"), use_keyring=False)
     with Store(settings.cache_path) as store:
         stats = store.stats()
-    for name, value in vars(stats).items() if hasattr(stats, "__dict__") else _fields(stats):
-        click.echo(f"{name}: {value}")
-
-
-def _fields(obj: Any) -> list[tuple[str, Any]]:
-    from dataclasses import fields
-
-    return [(f.name, getattr(obj, f.name)) for f in fields(obj)]
+    for field in dataclasses.fields(stats):
+        click.echo(f"{field.name}: {getattr(stats, field.name)}")
 
 
 @cache.command("clear")

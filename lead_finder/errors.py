@@ -7,7 +7,6 @@ API key.
     LeadFinderError
     ├── InvalidLeadError            a lead or option is malformed; nothing was sent
     ├── ConfigurationError          no key, a bad base URL, an unreadable config file
-    ├── BudgetExceededError         the run or daily budget is spent; nothing was sent
     ├── StoreError                  the local cache/ledger cannot be used
     ├── WebhookVerificationError    a webhook signature did not verify
     └── APIError                    talking to the Find Email API went wrong
@@ -36,7 +35,6 @@ __all__ = [
     "AmbiguousRequestError",
     "AuthenticationError",
     "BadRequestError",
-    "BudgetExceededError",
     "ConfigurationError",
     "InsufficientCreditsError",
     "InvalidLeadError",
@@ -74,10 +72,6 @@ class InvalidLeadError(LeadFinderError, ValueError):
 
 class ConfigurationError(LeadFinderError):
     """The settings do not allow a lookup (no key, bad base URL, unsafe config file)."""
-
-
-class BudgetExceededError(LeadFinderError):
-    """The configured budget is spent; no billable call was made."""
 
 
 class StoreError(LeadFinderError):

@@ -223,7 +223,6 @@ class LeadFinder:
         self._reserved_cents = 0
         self._active_jobs: set[str] = set()
         self._batcher: Coalescer[_Request, Result] = Coalescer(self._flush, quiet=quiet)
-        self._resumed = False
 
     # -- public API -----------------------------------------------------------------------------
 
