@@ -120,6 +120,16 @@ class _Spelling:
     firsts: tuple[str, ...]  # hyphenated first names: "jean-pierre", "jeanpierre"
     lasts: tuple[tuple[str, str], ...]  # (surname form, text)
 
+    @property
+    def first_options(self) -> tuple[str, ...]:
+        """The first-name forms to fill in ("" for a name without one)."""
+        return self.firsts or ("",)
+
+    @property
+    def last_options(self) -> tuple[tuple[str, str], ...]:
+        """The (surname form, text) pairs to fill in ("joined", "" for a name without one)."""
+        return self.lasts or (("joined", ""),)
+
 
 @dataclass(frozen=True, slots=True)
 class NameParts:
@@ -284,17 +294,16 @@ def _region(domain: str) -> str:
     return "other"
 
 
-def _combos(parts: NameParts) -> Iterable[tuple[str, str, str, str]]:
-    """Every (local, pattern, style, surname form) the name allows, unscored."""
+def _combos(parts: NameParts) -> Iterable[tuple[str, Pattern, _Spelling, str]]:
+    """Every (local, pattern, spelling, surname form) the name allows, unscored."""
     for spelling in parts.spellings:
-        firsts = spelling.firsts or ("",)
-        lasts = spelling.lasts or (("joined", ""),)
+        firsts, lasts = spelling.first_options, spelling.last_options
         for pattern in PATTERNS:
             for first in firsts if pattern.uses_first else firsts[:1]:
                 for surname, last in lasts if pattern.uses_last else lasts[:1]:
                     local = _fill(pattern.template, first, last)
                     if local is not None:
-                        yield local, pattern.template, spelling.style, surname
+                        yield local, pattern, spelling, surname
 
 
 class _Counts:
@@ -324,7 +333,6 @@ class Weights:
     pattern: Mapping[str, float]
     style: Mapping[str, float]
     surname: Mapping[str, float]
-    learned: int  # addresses learned at this domain (fractional ones count too)
 
 
 def _priors(domain: str) -> Weights:
@@ -332,7 +340,6 @@ def _priors(domain: str) -> Weights:
         {p.template: p.prior for p in PATTERNS},
         dict(_STYLE_PRIORS[_region(domain)]),
         dict(_SURNAME_PRIORS),
-        0,
     )
 
 
@@ -384,11 +391,11 @@ class PatternBook:
             matches = [c for c in _combos(parts) if c[0] == local]
             if not matches:
                 return False
-            patterns = {m[1] for m in matches}
-            styles = {m[2] for m in matches} if parts.has_styles else set()
+            patterns = {m[1].template for m in matches}
+            styles = {m[2].style for m in matches} if parts.has_styles else set()
             # A surname form only says something when the pattern used the surname.
             surnames = (
-                {m[3] for m in matches if _PATTERN_BY_TEMPLATE[m[1]].uses_last}
+                {m[3] for m in matches if m[1].uses_last}
                 if parts.has_surname_forms
                 else set()
             )
@@ -422,12 +429,11 @@ class PatternBook:
             g_surname = _smoothed(overall.surname, base.surname, GLOBAL_SMOOTHING)
             own = self._domains.get(domain)
             if own is None:
-                return Weights(g_pattern, g_style, g_surname, 0)
+                return Weights(g_pattern, g_style, g_surname)
             return Weights(
                 _smoothed(own.pattern, g_pattern, DOMAIN_SMOOTHING),
                 _smoothed(own.style, g_style, DOMAIN_SMOOTHING),
                 _smoothed(own.surname, g_surname, DOMAIN_SMOOTHING),
-                round(sum(own.pattern.values())),
             )
 
     def known_domains(self) -> int:
@@ -453,31 +459,24 @@ def candidates(
     weights = book.weights(domain) if book is not None else _priors(domain)
     order = {p.template: i for i, p in enumerate(PATTERNS)}
     style_p = _normalised(weights.style, [s.style for s in parts.spellings])
+    surname_p = {  # each spelling has its own surname forms
+        s.style: _normalised(weights.surname, [kind for kind, _ in s.last_options])
+        for s in parts.spellings
+    }
     scored: dict[str, _Scored] = {}
-    for spelling in parts.spellings:
-        firsts = spelling.firsts or ("",)
-        lasts = spelling.lasts or (("joined", ""),)
-        surname_p = _normalised(weights.surname, [kind for kind, _ in lasts])
-        for pattern in PATTERNS:
-            p_pattern = weights.pattern.get(pattern.template, 0.0) * style_p[spelling.style]
-            for first in firsts if pattern.uses_first else firsts[:1]:
-                for surname, last in lasts if pattern.uses_last else lasts[:1]:
-                    local = _fill(pattern.template, first, last)
-                    if local is None:
-                        continue
-                    score = p_pattern
-                    if pattern.uses_last:
-                        score *= surname_p[surname]
-                    if pattern.uses_first:
-                        score /= len(firsts)
-                    if local in scored:
-                        # Another way of writing the name gives the same address: add up.
-                        scored[local].score += score
-                    else:
-                        scored[local] = _Scored(
-                            score, pattern.template, spelling.style, surname,
-                            order[pattern.template],
-                        )
+    for local, pattern, spelling, surname in _combos(parts):
+        score = weights.pattern.get(pattern.template, 0.0) * style_p[spelling.style]
+        if pattern.uses_last:
+            score *= surname_p[spelling.style][surname]
+        if pattern.uses_first:
+            score /= len(spelling.first_options)
+        if local in scored:
+            # Another way of writing the name gives the same address: add up.
+            scored[local].score += score
+        else:
+            scored[local] = _Scored(
+                score, pattern.template, spelling.style, surname, order[pattern.template]
+            )
     ranked = sorted(scored.items(), key=lambda kv: (-kv[1].score, kv[1].order, kv[0]))
     return [
         Candidate(local, v.pattern, v.style, v.surname, v.score) for local, v in ranked[:limit]

@@ -58,6 +58,7 @@ log = logging.getLogger("lead_finder.engine")
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
+V = TypeVar("V")
 
 #: Consecutive domains whose mail hosts could not be reached at all before the engine stops
 #: trying port 25 for `_UNREACHABLE_COOLDOWN` seconds (a blocked port makes every try time out).
@@ -123,16 +124,19 @@ def _random_local() -> str:
     )
 
 
+def _is_ascii_word(value: str) -> bool:
+    """Safe inside an SMTP command: ASCII, no spaces, no angle brackets."""
+    return value.isascii() and not any(ch.isspace() or ch in "<>" for ch in value)
+
+
 def _host_name() -> str:
     """This machine's name for HELO; "localhost" when it is not a usable ASCII name."""
     name = socket.gethostname()
-    if name and name.isascii() and not any(ch.isspace() or ch in "<>" for ch in name):
-        return name
-    return "localhost"
+    return name if name and _is_ascii_word(name) else "localhost"
 
 
 def _check_ascii_word(value: str, what: str) -> str:
-    if not value.isascii() or any(ch.isspace() or ch in "<>" for ch in value):
+    if not _is_ascii_word(value):
         raise ValueError(f"{what} must be ASCII without spaces or angle brackets")
     return value
 
@@ -367,7 +371,7 @@ class Engine:
             if job.domain is None:
                 company = lead.company or ""
                 key = company_key(company) if company else ""
-                if not key or parts is None:
+                if not key:
                     batch.results[index] = no_domain_result(lead, mode, choice.free_mail)
                     continue
                 batch.to_guess.setdefault(key, company)
@@ -410,25 +414,30 @@ class Engine:
         answers: Mapping[str, list[Result] | BaseException],
     ) -> list[Result]:
         for domain, jobs in groups.items():
-            answer = answers.get(domain)
+            found = answers.get(domain)
             for position, job in enumerate(jobs):
-                if isinstance(answer, list):
-                    batch.results[job.index] = answer[position]
+                if isinstance(found, list):
+                    batch.results[job.index] = found[position]
                 else:
                     batch.results[job.index] = Result.failed(
-                        job.lead.to_api(), f"engine error ({type(answer).__name__})",
+                        job.lead.to_api(), f"engine error ({type(found).__name__})",
                         mode=batch.mode, key=job.lead.key(batch.mode),
                     ).with_source(Source.ENGINE)
         return [r for r in batch.results if r is not None]
 
     # -- flows -----------------------------------------------------------------------------------
 
+    def _fresh(self, cache: dict[str, tuple[float, V]], key: str, now: float) -> V | None:
+        """The cached value for `key` unless it has expired."""
+        with self._lock:
+            cached = cache.get(key)
+        return cached[1] if cached is not None and cached[0] > now else None
+
     def _guess_flow(self, key: str, company: str) -> Flow[DomainGuess]:
         now = self._clock()
-        with self._lock:
-            cached = self._guess_cache.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        cached = self._fresh(self._guess_cache, key, now)
+        if cached is not None:
+            return cached
         guess = yield from guess_domain_flow(company)
         if guess.reason != "dns_error":
             with self._lock:
@@ -439,10 +448,9 @@ class Engine:
 
     def _mail_flow(self, domain: str) -> Flow[MailDomain]:
         now = self._clock()
-        with self._lock:
-            cached = self._mail_cache.get(domain)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        cached = self._fresh(self._mail_cache, domain, now)
+        if cached is not None:
+            return cached
         mail = yield from mail_domain_flow(domain)
         if mail.status != "dns_error":
             with self._lock:
@@ -570,6 +578,3 @@ def _preflight_flow(domain: str) -> Flow[tuple[bool, str]]:
     if not found.targets:
         return False, f"the mail hosts of {domain} have no address"
     return False, "; ".join(problems) + ". " + SMTP_UNREACHABLE_HINT
-
-
-# -- results --------------------------------------------------------------------------------------

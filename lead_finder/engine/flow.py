@@ -89,22 +89,28 @@ class Sleep:
 Action = DnsQuery | Connect | Exchange | Close | Sleep
 
 
-class ConnectFailed(Exception):
+class _NetworkFailure(Exception):
+    """A failure a driver throws into a flow: a `kind` to branch on and a `detail` for people."""
+
+    _what = ""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        message = f"{self._what} {kind}"
+        super().__init__(f"{message}: {detail}" if detail else message)
+        self.kind = kind
+        self.detail = detail
+
+
+class ConnectFailed(_NetworkFailure):
     """A TCP connection could not be opened. `kind`: refused, timeout or unreachable."""
 
-    def __init__(self, kind: str, detail: str = "") -> None:
-        super().__init__(f"connect {kind}: {detail}" if detail else f"connect {kind}")
-        self.kind = kind
-        self.detail = detail
+    _what = "connect"
 
 
-class SessionBroken(Exception):
+class SessionBroken(_NetworkFailure):
     """An open session stopped answering. `kind`: timeout, closed or protocol."""
 
-    def __init__(self, kind: str, detail: str = "") -> None:
-        super().__init__(f"session {kind}: {detail}" if detail else f"session {kind}")
-        self.kind = kind
-        self.detail = detail
+    _what = "session"
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,6 +122,8 @@ def answer(
     rejected: frozenset[str] = frozenset(),
     **extra: Any,
 ) -> Result:
+    """The engine's `Result` for one lead: the decision's address and status, with the reason,
+    domain, pattern and (when UNKNOWN) up to two alternatives not rejected in `extra`."""
     info: dict[str, Any] = {
         "reason": decision.reason,
         "detail": decision.detail,
@@ -159,6 +161,7 @@ def given_address(lead: Lead, domain: str | None) -> str | None:
 
 
 def personal_result(lead: Lead) -> Result:
+    """NOT_FOUND for PERSONAL mode: the engine never invents personal addresses."""
     return Result(
         lead=lead.to_api(),
         mode=Mode.PERSONAL,
@@ -176,6 +179,7 @@ def personal_result(lead: Lead) -> Result:
 
 
 def no_domain_result(lead: Lead, mode: Mode, free_mail: str | None) -> Result:
+    """NOT_FOUND for a lead with no company domain (saying so when only free mail was given)."""
     if free_mail is not None:
         decision = Decision(
             "NOT_FOUND", "", "free_mail_domain",
