@@ -136,3 +136,33 @@ def test_readme_main_command_without_a_key(tmp_path: Path, world: MailWorld) -> 
         else:
             assert rows[-2]["email_reason"] == "dns_error"
     assert world.sessions() == []
+
+
+@pytest.mark.parametrize(("setting", "servers"), [
+    ("127.0.0.1:5353,[::1]:53, 10.0.0.1", [("127.0.0.1", 5353), ("::1", 53), ("10.0.0.1", 53)]),
+    ("::1", [("::1", 53)]),
+])
+def test_lead_finder_dns_names_the_servers(monkeypatch: pytest.MonkeyPatch, setting: str,
+                                           servers: list[tuple[str, int]]) -> None:
+    from lead_finder.engine.core import _default_resolver
+
+    monkeypatch.setenv("LEAD_FINDER_DNS", setting)
+    resolver, problem = _default_resolver()
+    assert problem == "" and resolver is not None
+    assert [(n.address, n.port) for n in resolver.nameservers] == servers  # type: ignore[attr-defined]
+
+
+def test_a_bad_lead_finder_dns_is_reported_per_lead(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lead_finder.leads import Lead
+
+    monkeypatch.setenv("LEAD_FINDER_DNS", "dns.example.com")
+    result = Engine(smtp_probe=False).find(Lead.parse("Jane Doe", domain="verified.com"))
+    assert result.extra["reason"] == "dns_error"
+    assert "LEAD_FINDER_DNS must list IP addresses" in result.extra["detail"]
+
+
+def test_smtp_preflight_needs_consent(world: MailWorld) -> None:
+    engine = Engine(resolver=world.resolver(), smtp_port=world.smtp_port, smtp_probe=False)
+    reachable, detail = engine.smtp_preflight("verified.com")
+    assert not reachable and "enable-smtp-probe" in detail
+    assert world.sessions() == []

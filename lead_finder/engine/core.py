@@ -16,6 +16,7 @@ mail server, every candidate rejected) or nothing to look for (no name, no domai
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import secrets
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import Any, TypeVar
 
+import dns.nameserver
 import dns.resolver
 
 from ..leads import Lead, company_key
@@ -99,21 +101,31 @@ def _default_resolver() -> tuple[dns.resolver.Resolver | None, str]:
     servers = [part.strip() for part in os.environ.get(DNS_ENV, "").split(",") if part.strip()]
     try:
         resolver = dns.resolver.Resolver(configure=not servers)
+        if servers:
+            resolver.nameservers = [
+                dns.nameserver.Do53Nameserver(*_host_port(server)) for server in servers
+            ]
     except (dns.resolver.NoResolverConfiguration, OSError) as exc:
         return None, f"no DNS servers are configured on this machine ({type(exc).__name__})"
-    if servers:
-        hosts, ports = zip(*(_host_port(server) for server in servers), strict=True)
-        resolver.nameservers = list(hosts)
-        resolver.port = ports[0]
+    except ValueError:
+        return None, f"{DNS_ENV} must list IP addresses, such as 10.0.0.53 or 127.0.0.1:5353"
     resolver.lifetime = 5.0
     return resolver, ""
 
 
 def _host_port(server: str) -> tuple[str, int]:
-    host, sep, port = server.rpartition(":")
-    if sep and port.isdigit() and "]" not in port and host.count(":") == 0:
-        return host, int(port)
-    return server, 53
+    """"10.0.0.53", "10.0.0.53:5353", "::1" or "[::1]:5353" -> (address, port); ValueError
+    for anything that is not an IP address."""
+    host, port = server, 53
+    if server.startswith("["):
+        host, _, rest = server[1:].partition("]")
+        if rest.startswith(":") and rest[1:].isdigit():
+            port = int(rest[1:])
+    else:
+        head, sep, tail = server.rpartition(":")
+        if sep and tail.isdigit() and ":" not in head:
+            host, port = head, int(tail)
+    return str(ipaddress.ip_address(host)), port
 
 
 def _random_local() -> str:
@@ -294,7 +306,10 @@ class Engine:
     def smtp_preflight(self, domain: str) -> tuple[bool, str]:
         """Can this machine hold an SMTP session with `domain`'s mail servers on the configured
         port? Connects, reads the greeting and says QUIT: no address is asked about. For
-        `lead-finder doctor` and for users deciding whether to enable probing."""
+        `lead-finder doctor` and for users deciding whether to enable probing. Even this
+        connects to a mail server, so it too needs the user's consent (`smtp_probe`)."""
+        if not self.smtp_probe:
+            return False, "SMTP probing is off: run `lead-finder config enable-smtp-probe` first"
         return run_sync(_preflight_flow(domain), self._sync_io())
 
     # -- drivers ---------------------------------------------------------------------------------
