@@ -1,20 +1,24 @@
 """Excel without Excel: a recalculation is every formula cell called at once from a pool of worker
 threads of xlwings' size (min(32, cpus + 4)); `caller` is what xlwings passes as the calling cell.
-Shared by tests/test_excel_udfs.py and benchmarks/excel_recalc.py."""
+Shared by tests/test_excel_udfs.py, tests/test_excel_officejs.py and benchmarks/excel_recalc.py."""
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from lead_finder.excel.session import ExcelSession, set_default_session
 from lead_finder.excel.windows import CallerCell
 
-__all__ = ["Excel", "Formula", "Recalcs", "XlCaller"]
+__all__ = ["Excel", "Formula", "Recalcs", "XlCaller", "default_sessions"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +107,27 @@ class Excel:
         self.pool.shutdown()
 
 
+
+
+@contextmanager
+def default_sessions() -> Iterator[Callable[[ExcelSession], ExcelSession]]:
+    """Install sessions as the Excel functions' default; afterwards restore the previous one,
+    close the installed ones and undo the interpreter tuning of `warm_up(serving=True)`."""
+    installed: list[ExcelSession] = []
+
+    def install(session: ExcelSession) -> ExcelSession:
+        installed.append(session)
+        set_default_session(session)
+        return session
+
+    previous = set_default_session(None)
+    set_default_session(previous)
+    switch = sys.getswitchinterval()
+    try:
+        yield install
+    finally:
+        set_default_session(previous)
+        for session in installed:
+            session.close()
+        gc.unfreeze()
+        sys.setswitchinterval(switch)

@@ -21,11 +21,12 @@ from typing import Any
 import httpx
 import pytest
 import xlwings
+from excel_sim import default_sessions
 from servers import free_port, live_server
 from synthetic import synthetic_people, write_directory
 
 import lead_finder.excel.udfs  # noqa: F401 - imports xlwings in desktop mode first, as in Excel
-from lead_finder.excel.session import EXCEL_QUIET, ExcelSession, set_default_session
+from lead_finder.excel.session import EXCEL_QUIET, ExcelSession
 from lead_finder.finder import LeadFinder
 from lead_finder.server import DirectoryBackend
 
@@ -67,19 +68,9 @@ def app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
 
 @pytest.fixture
 def use_session() -> Iterator[Callable[[ExcelSession], ExcelSession]]:
-    installed: list[ExcelSession] = []
-
-    def install(session: ExcelSession) -> ExcelSession:
-        installed.append(session)
-        set_default_session(session)
-        return session
-
-    previous = set_default_session(None)
-    set_default_session(previous)
-    yield install
-    set_default_session(previous)
-    for session in installed:
-        session.close()
+    """Install sessions as the functions' default; restore the previous one afterwards."""
+    with default_sessions() as install:
+        yield install
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import gc
 import math
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from excel_sim import Excel, Formula, Recalcs, XlCaller
+from excel_sim import Excel, Formula, Recalcs, XlCaller, default_sessions
 from servers import live_server, serve_subprocess
 from synthetic import synthetic_people, thousand_leads, write_directory
 
 from lead_finder.excel import udfs
-from lead_finder.excel.session import EXCEL_QUIET, ExcelSession, set_default_session
+from lead_finder.excel.session import EXCEL_QUIET, ExcelSession
 from lead_finder.excel.windows import CallerCell, FormulaReentry, caller_cell
 from lead_finder.finder import LeadFinder
 from lead_finder.server import DirectoryBackend
@@ -46,24 +44,10 @@ def excel() -> Iterator[Excel]:
 
 @pytest.fixture
 def use_session() -> Iterator[Callable[[ExcelSession], ExcelSession]]:
-    """Install sessions as the UDFs' default; restore the previous one afterwards."""
-    installed: list[ExcelSession] = []
-
-    def install(session: ExcelSession) -> ExcelSession:
-        installed.append(session)
-        set_default_session(session)
-        return session
-
-    previous = set_default_session(None)
-    set_default_session(previous)
-    switch = sys.getswitchinterval()
-    yield install
-    set_default_session(previous)
-    for session in installed:
-        session.close()
-    # warm_up(serving=True) tunes the interpreter, as in Excel's process: undo it
-    gc.unfreeze()
-    sys.setswitchinterval(switch)
+    """Install sessions as the UDFs' default; restore the previous one (and the interpreter
+    tuning of warm_up(serving=True), as in Excel's process) afterwards."""
+    with default_sessions() as install:
+        yield install
 
 
 @pytest.fixture(scope="module")

@@ -19,17 +19,20 @@ nothing to look up (blank)  empty                   empty
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidLeadError
 from ..models import Result, Status
 
 __all__ = [
+    "ARG_DOCS",
     "MAX_REASON_LENGTH",
     "NOT_FOUND_ERROR",
     "NOT_FOUND_TEXT",
     "PENDING",
     "email_cell",
+    "lead_fields",
     "spill_row",
     "spill_rows",
     "status_cell",
@@ -45,6 +48,24 @@ NOT_FOUND_ERROR = "#N/A"
 NOT_FOUND_TEXT = "NOT_FOUND"
 #: Reasons longer than this are cut (with "…") so that a cell stays readable.
 MAX_REASON_LENGTH = 255
+#: What Excel's function wizard says about each argument, in both front-ends.
+ARG_DOCS: Mapping[str, str] = {
+    "name": "The person's full name, e.g. Jane Doe (or a cell that holds it).",
+    "company": "The company they work for, e.g. Acme Inc. (or its website).",
+    "mode": 'Optional: "PROFESSIONAL" (work email, the default) or "PERSONAL" (Gmail etc.).',
+    "domain": "Optional: the company's domain or website, e.g. acme.com.",
+    "linkedin": "Optional: the person's LinkedIn profile URL.",
+    "names": "A column (or row) of full names.",
+    "companies": "The matching column of companies, or one company for every row.",
+    "domains": "Optional: the matching column of company domains.",
+}
+
+
+def lead_fields(
+    name: Any, company: Any, domain: Any = None, linkedin: Any = None
+) -> dict[str, Any]:
+    """A one-lead function's arguments as the cell values `ExcelSession.lookup` takes."""
+    return {"name": name, "company": company, "domain": domain, "linkedin": linkedin}
 
 
 def _reason(result: Result) -> str:

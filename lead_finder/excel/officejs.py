@@ -26,22 +26,22 @@ from xlwings.server import arg, func, ret
 
 from ..errors import InvalidLeadError
 from ..models import Mode
-from .cells import NOT_FOUND_ERROR, NOT_FOUND_TEXT, email_cell, spill_row, spill_rows, status_cell
+from .cells import (
+    ARG_DOCS,
+    NOT_FOUND_ERROR,
+    NOT_FOUND_TEXT,
+    email_cell,
+    lead_fields,
+    spill_row,
+    spill_rows,
+    status_cell,
+)
 from .session import ExcelSession, default_session
 
 __all__ = ["WAIT_SECONDS", "emailstatus", "findemail", "findemails", "personalemail"]
 
 #: How long one call waits for its lookup; below the add-in's own request timeout (300 s).
 WAIT_SECONDS = 240.0
-
-_NAME = "The person's full name, e.g. Jane Doe (or a cell that holds it)."
-_COMPANY = "The company they work for, e.g. Acme Inc. (or its website)."
-_MODE = 'Optional: "PROFESSIONAL" (work email, the default) or "PERSONAL" (Gmail etc.).'
-_DOMAIN = "Optional: the company's domain or website, e.g. acme.com."
-_LINKEDIN = "Optional: the person's LinkedIn profile URL."
-_NAMES = "A column (or row) of full names."
-_COMPANIES = "The matching column of companies, or one company for every row."
-_DOMAINS = "Optional: the matching column of company domains."
 
 
 def _replace_not_found(value: Any) -> Any:
@@ -68,65 +68,61 @@ def session() -> ExcelSession:
     return default_session()
 
 
-def _fields(name: Any, company: Any, domain: Any = None, linkedin: Any = None) -> dict[str, Any]:
-    return {"name": name, "company": company, "domain": domain, "linkedin": linkedin}
-
-
 @func
-@arg("name", doc=_NAME, err_to_str=True)
-@arg("company", doc=_COMPANY, err_to_str=True)
-@arg("mode", doc=_MODE, err_to_str=True)
-@arg("domain", doc=_DOMAIN, err_to_str=True)
-@arg("linkedin", doc=_LINKEDIN, err_to_str=True)
+@arg("name", doc=ARG_DOCS["name"], err_to_str=True)
+@arg("company", doc=ARG_DOCS["company"], err_to_str=True)
+@arg("mode", doc=ARG_DOCS["mode"], err_to_str=True)
+@arg("domain", doc=ARG_DOCS["domain"], err_to_str=True)
+@arg("linkedin", doc=ARG_DOCS["linkedin"], err_to_str=True)
 @ret(CellValues)
 async def findemail(
     name: Any, company: Any, mode: Any = None, domain: Any = None, linkedin: Any = None
 ) -> str:
     """Work email of a person at a company: #N/A when there is none, or a short reason (bad
     input, no API key, budget reached). Never buys a lead twice."""
-    result = await session().alookup(_fields(name, company, domain, linkedin), mode,
+    result = await session().alookup(lead_fields(name, company, domain, linkedin), mode,
                                       timeout=WAIT_SECONDS)
     return email_cell(result, errors=True)
 
 
 @func
-@arg("name", doc=_NAME, err_to_str=True)
-@arg("company", doc=_COMPANY, err_to_str=True)
-@arg("mode", doc=_MODE, err_to_str=True)
-@arg("domain", doc=_DOMAIN, err_to_str=True)
-@arg("linkedin", doc=_LINKEDIN, err_to_str=True)
+@arg("name", doc=ARG_DOCS["name"], err_to_str=True)
+@arg("company", doc=ARG_DOCS["company"], err_to_str=True)
+@arg("mode", doc=ARG_DOCS["mode"], err_to_str=True)
+@arg("domain", doc=ARG_DOCS["domain"], err_to_str=True)
+@arg("linkedin", doc=ARG_DOCS["linkedin"], err_to_str=True)
 @ret(CellValues)
 async def emailstatus(
     name: Any, company: Any, mode: Any = None, domain: Any = None, linkedin: Any = None
 ) -> str:
     """How sure the email is: OK (verified), UNKNOWN (catch-all or risky), NOT_FOUND, or a
     short reason why it could not be looked up."""
-    result = await session().alookup(_fields(name, company, domain, linkedin), mode,
+    result = await session().alookup(lead_fields(name, company, domain, linkedin), mode,
                                       timeout=WAIT_SECONDS)
     return status_cell(result)
 
 
 @func
-@arg("name", doc=_NAME, err_to_str=True)
-@arg("company", doc=_COMPANY, err_to_str=True)
-@arg("domain", doc=_DOMAIN, err_to_str=True)
-@arg("linkedin", doc=_LINKEDIN, err_to_str=True)
+@arg("name", doc=ARG_DOCS["name"], err_to_str=True)
+@arg("company", doc=ARG_DOCS["company"], err_to_str=True)
+@arg("domain", doc=ARG_DOCS["domain"], err_to_str=True)
+@arg("linkedin", doc=ARG_DOCS["linkedin"], err_to_str=True)
 @ret(CellValues)
 async def personalemail(
     name: Any, company: Any, domain: Any = None, linkedin: Any = None
 ) -> str:
     """Personal email (Gmail, Yahoo, ...) of a person; costs more than a work email. #N/A when
     there is none, or a short reason."""
-    result = await session().alookup(_fields(name, company, domain, linkedin), Mode.PERSONAL,
-                                      timeout=WAIT_SECONDS)
+    fields = lead_fields(name, company, domain, linkedin)
+    result = await session().alookup(fields, Mode.PERSONAL, timeout=WAIT_SECONDS)
     return email_cell(result, errors=True)
 
 
 @func
-@arg("names", doc=_NAMES, ndim=2, err_to_str=True)
-@arg("companies", doc=_COMPANIES, ndim=2, err_to_str=True)
-@arg("mode", doc=_MODE, err_to_str=True)
-@arg("domains", doc=_DOMAINS, ndim=2, err_to_str=True)
+@arg("names", doc=ARG_DOCS["names"], ndim=2, err_to_str=True)
+@arg("companies", doc=ARG_DOCS["companies"], ndim=2, err_to_str=True)
+@arg("mode", doc=ARG_DOCS["mode"], err_to_str=True)
+@arg("domains", doc=ARG_DOCS["domains"], ndim=2, err_to_str=True)
 @ret(CellValues)
 async def findemails(
     names: Any, companies: Any, mode: Any = None, domains: Any = None

@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..errors import InvalidLeadError, LeadFinderError
 from ..finder import LeadFinder
@@ -99,9 +99,15 @@ class _Valid:
     mode: Mode
 
 
-#: A started lookup: what its cells wait for (a cache key, or the cell values before the key is
-#: known), the lead, the lookup's future, and the intake's event when this call queued it.
-_Started = tuple[Hashable, _Valid, Future[Result], threading.Event | None]
+class _Started(NamedTuple):
+    """A started lookup: what its cells wait for (a cache key, or the cell values before the
+    key is known), the lead, the lookup's future, and the intake's event when this call queued
+    it."""
+
+    wait_id: Hashable
+    valid: _Valid
+    future: Future[Result]
+    checked: threading.Event | None
 
 
 @dataclass
@@ -289,8 +295,8 @@ class ExcelSession:
         results.
         """
         started = self._begin(fields, mode)
-        if isinstance(started, tuple) and started[3] is not None:
-            started[3].wait(self.cache_wait)
+        if isinstance(started, _Started) and started.checked is not None:
+            started.checked.wait(self.cache_wait)
         return self._answer(started, fields, mode, cell, locate)
 
     def lookup_many(
@@ -307,11 +313,11 @@ class ExcelSession:
         row's cache check, so a spill of cached leads fills in at once.
         """
         started = [self._begin(row, mode) for row in rows]
-        checks = [s[3] for s in started if isinstance(s, tuple) and s[3] is not None]
+        checks = [s.checked for s in started if isinstance(s, _Started) and s.checked is not None]
         if checks:
             checks[-1].wait(self.cache_wait)
         if cell is None and locate is not None and any(
-            isinstance(s, tuple) and not s[2].done() for s in started
+            isinstance(s, _Started) and not s.future.done() for s in started
         ):
             cell, locate = locate(), None  # one cell for every row
         return [self._answer(s, row, mode, cell, None)
@@ -327,9 +333,9 @@ class ExcelSession:
         """
         try:
             started = self._start(fields, mode)
-            if not isinstance(started, tuple):
+            if not isinstance(started, _Started):
                 return started
-            _wait_id, valid, future, _checked = started
+            valid, future = started.valid, started.future
             if not future.done():
                 try:
                     # shield: a timed-out wait must not cancel a lookup other cells share
@@ -401,10 +407,10 @@ class ExcelSession:
     ) -> Result | None:
         """A cell's value once its lookup is started: the result if it landed, else PENDING
         (and the cell registered for the recalculation)."""
-        if not isinstance(started, tuple):
+        if not isinstance(started, _Started):
             return started
         try:
-            wait_id, valid, future, _checked = started
+            wait_id, valid, future = started.wait_id, started.valid, started.future
             if cell is None and locate is not None and not future.done():
                 cell = locate()  # asked only now: finding the cell may cost a call to Excel
             if cell is not None and self._wait_for(wait_id, future, cell):
@@ -448,7 +454,7 @@ class ExcelSession:
         if answer is not None:
             return answer
         future, checked = self._join(prepared)
-        return prepared.key, _Valid(prepared.lead, prepared.mode), future, checked
+        return _Started(prepared.key, _Valid(prepared.lead, prepared.mode), future, checked)
 
     def _start_first(self, memo: tuple[Any, ...], valid: _Valid) -> Result | _Started:
         """Cell values seen for the first time: the intake keys them (shared by the cells that
@@ -461,14 +467,14 @@ class ExcelSession:
                 keyed = None
                 joined = self._firsts.get(memo)
                 if joined is not None:
-                    return memo, valid, joined, None
+                    return _Started(memo, valid, joined, None)
                 future = self._new_future()
                 self._firsts[memo] = future
                 checked = self._queue(_Intake(future, threading.Event(), memo=memo, valid=valid))
         if keyed is not None:
             return self._start_keyed(keyed)
         future.add_done_callback(lambda done: self._first_landed(memo, done))
-        return memo, valid, future, checked
+        return _Started(memo, valid, future, checked)
 
     def _join(self, prepared: _Prepared) -> tuple[Future[Result], threading.Event | None]:
         """The lookup for a keyed lead: one in flight, a recent failure, or a new one (submitted

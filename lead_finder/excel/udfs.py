@@ -26,30 +26,18 @@ import xlwings as xw
 
 from ..errors import InvalidLeadError
 from ..models import Mode, Result
-from .cells import email_cell, spill_row, spill_rows, status_cell
+from .cells import ARG_DOCS, email_cell, lead_fields, spill_row, spill_rows, status_cell
 from .session import ExcelSession, default_session
 from .windows import caller_cell
 
 __all__ = ["EMAILSTATUS", "FINDEMAIL", "FINDEMAILS", "PERSONALEMAIL", "session"]
 
 _CATEGORY = "Lead Finder"
-_NAME = "The person's full name, e.g. Jane Doe (or a cell that holds it)."
-_COMPANY = "The company they work for, e.g. Acme Inc. (or its website)."
-_MODE = 'Optional: "PROFESSIONAL" (work email, the default) or "PERSONAL" (Gmail etc.).'
-_DOMAIN = "Optional: the company's domain or website, e.g. acme.com."
-_LINKEDIN = "Optional: the person's LinkedIn profile URL."
-_NAMES = "A column (or row) of full names."
-_COMPANIES = "The matching column of companies, or one company for every row."
-_DOMAINS = "Optional: the matching column of company domains."
 
 
 def session() -> ExcelSession:
     """The session these functions use (`lead_finder.excel.session.default_session`)."""
     return default_session()
-
-
-def _fields(name: Any, company: Any, domain: Any = None, linkedin: Any = None) -> dict[str, Any]:
-    return {"name": name, "company": company, "domain": domain, "linkedin": linkedin}
 
 
 def _lookup(fields: Mapping[str, Any], mode: Any, caller: Any) -> Result | None:
@@ -58,11 +46,11 @@ def _lookup(fields: Mapping[str, Any], mode: Any, caller: Any) -> Result | None:
 
 
 @xw.func(category=_CATEGORY)
-@xw.arg("name", doc=_NAME, err_to_str=True)
-@xw.arg("company", doc=_COMPANY, err_to_str=True)
-@xw.arg("mode", doc=_MODE, err_to_str=True)
-@xw.arg("domain", doc=_DOMAIN, err_to_str=True)
-@xw.arg("linkedin", doc=_LINKEDIN, err_to_str=True)
+@xw.arg("name", doc=ARG_DOCS["name"], err_to_str=True)
+@xw.arg("company", doc=ARG_DOCS["company"], err_to_str=True)
+@xw.arg("mode", doc=ARG_DOCS["mode"], err_to_str=True)
+@xw.arg("domain", doc=ARG_DOCS["domain"], err_to_str=True)
+@xw.arg("linkedin", doc=ARG_DOCS["linkedin"], err_to_str=True)
 def FINDEMAIL(
     name: Any,
     company: Any,
@@ -74,16 +62,16 @@ def FINDEMAIL(
     """Work email of a person at a company. Shows PENDING until it is found, NOT_FOUND when
     there is none, or a short reason (bad input, no API key, budget reached). Never buys a
     lead twice."""
-    return email_cell(_lookup(_fields(name, company, domain, linkedin), mode, caller),
-                      errors=False)
+    fields = lead_fields(name, company, domain, linkedin)
+    return email_cell(_lookup(fields, mode, caller), errors=False)
 
 
 @xw.func(category=_CATEGORY)
-@xw.arg("name", doc=_NAME, err_to_str=True)
-@xw.arg("company", doc=_COMPANY, err_to_str=True)
-@xw.arg("mode", doc=_MODE, err_to_str=True)
-@xw.arg("domain", doc=_DOMAIN, err_to_str=True)
-@xw.arg("linkedin", doc=_LINKEDIN, err_to_str=True)
+@xw.arg("name", doc=ARG_DOCS["name"], err_to_str=True)
+@xw.arg("company", doc=ARG_DOCS["company"], err_to_str=True)
+@xw.arg("mode", doc=ARG_DOCS["mode"], err_to_str=True)
+@xw.arg("domain", doc=ARG_DOCS["domain"], err_to_str=True)
+@xw.arg("linkedin", doc=ARG_DOCS["linkedin"], err_to_str=True)
 def EMAILSTATUS(
     name: Any,
     company: Any,
@@ -94,14 +82,14 @@ def EMAILSTATUS(
 ) -> str:
     """How sure the email is: OK (verified), UNKNOWN (catch-all or risky), NOT_FOUND, PENDING
     (being looked up), or a short reason why it could not be looked up."""
-    return status_cell(_lookup(_fields(name, company, domain, linkedin), mode, caller))
+    return status_cell(_lookup(lead_fields(name, company, domain, linkedin), mode, caller))
 
 
 @xw.func(category=_CATEGORY)
-@xw.arg("name", doc=_NAME, err_to_str=True)
-@xw.arg("company", doc=_COMPANY, err_to_str=True)
-@xw.arg("domain", doc=_DOMAIN, err_to_str=True)
-@xw.arg("linkedin", doc=_LINKEDIN, err_to_str=True)
+@xw.arg("name", doc=ARG_DOCS["name"], err_to_str=True)
+@xw.arg("company", doc=ARG_DOCS["company"], err_to_str=True)
+@xw.arg("domain", doc=ARG_DOCS["domain"], err_to_str=True)
+@xw.arg("linkedin", doc=ARG_DOCS["linkedin"], err_to_str=True)
 def PERSONALEMAIL(
     name: Any,
     company: Any,
@@ -111,15 +99,15 @@ def PERSONALEMAIL(
 ) -> str:
     """Personal email (Gmail, Yahoo, ...) of a person; costs more than a work email. Shows
     PENDING until it is found, NOT_FOUND when there is none, or a short reason."""
-    fields = _fields(name, company, domain, linkedin)
+    fields = lead_fields(name, company, domain, linkedin)
     return email_cell(_lookup(fields, Mode.PERSONAL, caller), errors=False)
 
 
 @xw.func(category=_CATEGORY)
-@xw.arg("names", doc=_NAMES, ndim=2, err_to_str=True)
-@xw.arg("companies", doc=_COMPANIES, ndim=2, err_to_str=True)
-@xw.arg("mode", doc=_MODE, err_to_str=True)
-@xw.arg("domains", doc=_DOMAINS, ndim=2, err_to_str=True)
+@xw.arg("names", doc=ARG_DOCS["names"], ndim=2, err_to_str=True)
+@xw.arg("companies", doc=ARG_DOCS["companies"], ndim=2, err_to_str=True)
+@xw.arg("mode", doc=ARG_DOCS["mode"], err_to_str=True)
+@xw.arg("domains", doc=ARG_DOCS["domains"], ndim=2, err_to_str=True)
 def FINDEMAILS(
     names: Any,
     companies: Any,

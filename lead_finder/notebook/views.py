@@ -121,10 +121,10 @@ def run_summary(results: Iterable[Result], elapsed: float) -> str:
 def status_chart_html(counts: Mapping[Status, int]) -> str:
     """A small horizontal bar chart of the status mix (plain HTML: no plotting library)."""
     total = sum(counts.values()) or 1
+    by_label = status_counts(counts)
     rows = []
     for status, label in STATUS_LABELS.items():
-        n = counts.get(status, 0) + (counts.get(Status.PENDING, 0) if status is Status.ERROR
-                                     else 0)
+        n = by_label[label]
         width = 100 * n / total
         rows.append(
             f"<div class='lf-bar' data-status='{status.value}' style='display:flex;"
