@@ -649,9 +649,9 @@ def default_session() -> ExcelSession:
     """The process's session for the Excel functions, built on first use.
 
     Its finder takes its settings from the environment, the keyring and the config file (never
-    from the workbook) and batches with `EXCEL_QUIET`. It warms up in the background as a
-    serving process (see `ExcelSession.warm_up`). On Windows it recalculates cells through
-    xlwings.
+    from the workbook) and batches with `EXCEL_QUIET`. It warms up in the background, and on
+    Windows (Excel's own Python) as a serving process (see `ExcelSession.warm_up`) that
+    recalculates cells through xlwings.
     """
     global _default
     with _default_lock:
@@ -660,7 +660,10 @@ def default_session() -> ExcelSession:
 
             _default = ExcelSession(lambda: LeadFinder(quiet=EXCEL_QUIET),
                                     recalculate=windows_recalculate())
-            threading.Thread(target=_default.warm_up, kwargs={"serving": True},
+            # Only Excel's own Python (the xlwings COM server, Windows) is tuned as a serving
+            # process; a script or notebook calling these functions keeps its interpreter as is.
+            threading.Thread(target=_default.warm_up,
+                             kwargs={"serving": sys.platform == "win32"},
                              name="lead-finder-excel-warm-up", daemon=True).start()
         return _default
 
