@@ -993,6 +993,37 @@ def test_redirects_are_never_followed(
     other_host.received.clear()
 
 
+# ---------------------------------------------------------------------------------- proxies
+
+
+@pytest.mark.integration
+def test_a_loopback_base_url_bypasses_proxies_from_the_environment(
+    server: LiveServer, other_host: OtherHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # other_host stands in for a corporate proxy: over plain http it would read x-api-key.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, other_host.url)
+        monkeypatch.setenv(name.lower(), other_host.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    other_host.received.clear()
+    key = next(_fresh_keys)
+    # No injected transport: httpx reads the proxy variables exactly as in production.
+    with Client(key, base_url=server.base_url, max_retries=0) as client:
+        assert client.check_balance() == pytest.approx(server.app.state.lookups.balance_credits)
+
+    async def balance() -> float:
+        async with AsyncClient(key, base_url=server.base_url, max_retries=0) as aclient:
+            return await aclient.check_balance()
+
+    assert asyncio.run(balance()) == pytest.approx(server.app.state.lookups.balance_credits)
+    assert other_host.received == []  # the proxy never saw a request, nor the key
+    # The control: the hosted API is still reached through the proxy (checked without sending).
+    with Client(key) as hosted:
+        remote = httpx.URL("https://api.sixtyfour.ai/check-balance")
+        assert hosted._http._transport_for_url(remote) is not hosted._http._transport
+
+
 # ------------------------------------------------------------------------------- bulk joins
 
 

@@ -14,7 +14,6 @@ limit, and (only with `enable_faults=True`) the test fault switches.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import random
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
@@ -29,11 +28,12 @@ from pydantic import AfterValidator, BaseModel, HttpUrl
 
 from ..errors import ConfigurationError
 from ..models import PRICE_CENTS, Mode
+from ..sixtyfour._protocol import MAX_BULK_LEADS, is_loopback
 from .backend import Backend, BackendError, DirectoryBackend, FinderBackend
 from .delivery import DEFAULT_RETRY_DELAYS
 from .gateway import FaultPlan, Gateway, KeyRing, SlidingWindowLimiter, Stats
 from .jobs import COMPLETED, JobStore
-from .lookups import Lookups, shuffle_results
+from .lookups import CENTS_PER_CREDIT, Lookups, shuffle_results
 from .runner import JobRunner
 
 __all__ = [
@@ -44,8 +44,6 @@ __all__ = [
     "run",
 ]
 
-#: The documented bulk limit (in the docs' prose, not in the schema: hence a 400, not a 422).
-MAX_BULK_LEADS = 100
 
 ENV_KEYS = "LEAD_FINDER_SERVER_KEYS"
 ENV_JOBS = "LEAD_FINDER_SERVER_JOBS"
@@ -55,14 +53,7 @@ ENV_WEBHOOK_SECRET = "LEAD_FINDER_WEBHOOK_SECRET"
 def _https_or_loopback(url: HttpUrl) -> HttpUrl:
     """Sixtyfour only delivers to https; plain http is allowed to loopback so that tests (and a
     gateway on the same machine) can receive webhooks."""
-    if url.scheme == "https":
-        return url
-    host = (url.host or "").strip("[]")
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if url.scheme == "http" and loopback:
+    if url.scheme == "https" or (url.scheme == "http" and is_loopback(url.host or "")):
         return url
     raise ValueError("webhook_url must be an https URL (plain http only for a loopback address)")
 
@@ -90,6 +81,7 @@ class FindEmailBulkRequest(_Options):
 
 
 def _check_bulk(leads: Sequence[Any]) -> None:
+    # The bulk limit is in the docs' prose, not in the schema: hence a 400, not a 422.
     if not leads:
         raise HTTPException(400, "leads is empty: send between 1 and 100 leads")
     if len(leads) > MAX_BULK_LEADS:
@@ -272,7 +264,7 @@ def create_app(
             if job.error is not None:
                 out["error"] = job.error
             if cost_units == "credits":
-                out["charge_credits"] = job.charge_cents / 10
+                out["charge_credits"] = job.charge_cents / CENTS_PER_CREDIT
             else:
                 out["charge_amount"] = job.charge_cents
         return out

@@ -130,24 +130,29 @@ class Stats:
             }
 
 
+def _digest(key: str) -> bytes:
+    # surrogatepass: a header decoded as latin-1 is always encodable; so is any configured key
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
 def key_owner(key: str) -> str:
     """A stable, non-reversible name for an API key: jobs and rate windows are kept per owner,
     so the key itself never has to be stored."""
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return _digest(key).hex()[:32]
 
 
 class KeyRing:
     """The server's accepted API keys, held only as digests."""
 
     def __init__(self, keys: Collection[str]) -> None:
-        digests = [hashlib.sha256(k.encode()).digest() for k in keys if k]
+        digests = [_digest(k) for k in keys if k]
         if not digests:
             raise ValueError("the server needs at least one API key")
         self._digests = digests
 
     def accepts(self, key: str) -> bool:
         """True when `key` is one of the server's keys (compared in constant time)."""
-        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+        digest = _digest(key)
         found = False
         for known in self._digests:
             # no early exit: every key is compared, so timing says nothing about which matched
@@ -234,14 +239,24 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+async def _send_bytes(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes = b"application/json",
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Send a whole response: `body` with its type, its length and any extra `headers`."""
+    raw = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
 async def _send_json(
     send: Send, status: int, body: Any, headers: Mapping[str, str] | None = None
 ) -> None:
-    data = json.dumps(body).encode()
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": data, "more_body": False})
+    await _send_bytes(send, status, json.dumps(body).encode(), headers=headers)
 
 
 @dataclass
@@ -368,30 +383,9 @@ class Gateway:
             await _send_json(send, 500, {"detail": "Internal server error"})
         elif fault == "html200":
             page = b"<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1></body></html>"
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"text/html; charset=utf-8"),
-                        (b"content-length", str(len(page)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": page, "more_body": False})
+            await _send_bytes(send, 200, page, b"text/html; charset=utf-8")
         elif fault == "badjson":
-            cut = body[: max(1, len(body) // 2)]
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(cut)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": cut, "more_body": False})
+            await _send_bytes(send, 200, body[: max(1, len(body) // 2)])
         elif fault == "truncate":
             await self._start_full_length(send, captured, body)
             await send(
@@ -414,19 +408,7 @@ class Gateway:
             # Another host on loopback: a client that follows it does not reach us.
             server = scope.get("server") or ("127.0.0.1", 80)
             target = f"http://127.0.0.2:{server[1]}{scope['path']}"
-        body = json.dumps({"detail": "Moved"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 302,
-                "headers": [
-                    (b"location", target.encode()),
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await _send_json(send, 302, {"detail": "Moved"}, {"location": target})
 
     @staticmethod
     async def _start_full_length(send: Send, captured: _Captured, body: bytes) -> None:

@@ -18,8 +18,17 @@ from ..models import PRICE_CENTS, Mode
 from .backend import Backend, BackendAnswer, parse_lead
 from .gateway import Stats
 
-__all__ = ["FREE_MAIL_DOMAINS", "Lookups", "charge_key", "is_free_mail", "shuffle_results"]
+__all__ = [
+    "CENTS_PER_CREDIT",
+    "FREE_MAIL_DOMAINS",
+    "Lookups",
+    "charge_key",
+    "is_free_mail",
+    "shuffle_results",
+]
 
+#: The server's credit unit (SIXTYFOUR_API.md: one example implies 1 credit = 10 cents).
+CENTS_PER_CREDIT = 10
 #: Result fields that win over a lead key of the same name.
 _RESULT_FIELDS = frozenset({"email", "personal_email", "cost_cents"})
 
@@ -111,11 +120,11 @@ class Lookups:
     @property
     def balance_credits(self) -> float:
         """What is left, in credits (1 credit = 10 cents)."""
-        return self.initial_credits - self.spent_cents / 10
+        return self.initial_credits - self.spent_cents / CENTS_PER_CREDIT
 
     def can_afford(self, leads: int, mode: Mode) -> bool:
         """Whether the balance covers `leads` lookups at list price (checked before any work)."""
-        return leads * self.prices[mode] <= self.balance_credits * 10
+        return leads * self.prices[mode] <= self.balance_credits * CENTS_PER_CREDIT
 
     def _bill(self, lead: Mapping[str, Any], mode: Mode, cents: int) -> None:
         self.spent_cents += cents

@@ -292,13 +292,20 @@ class BaseClient:
         return f"<{type(self).__name__} base_url={self._base_url!r} key=sha256:{fingerprint}>"
 
     def _httpx_options(self) -> dict[str, Any]:
-        return {
+        options: dict[str, Any] = {
             "base_url": self._base_url,
             "timeout": httpx.Timeout(self._timeout, connect=self._connect_timeout),
             # A redirect would carry x-api-key to wherever it points: treat 3xx as an error.
             "follow_redirects": False,
             "headers": {"user-agent": _user_agent(), "accept": "application/json"},
         }
+        url = httpx.URL(self._base_url)
+        if proto.is_loopback(url.host):
+            # HTTP(S)_PROXY still applies to the hosted API, but a server on this machine is
+            # reached directly: a proxy could not reach it, and over plain http it would read
+            # x-api-key. (A None mount means "no proxy"; SSL_CERT_FILE and friends still apply.)
+            options["mounts"] = {f"all://{url.netloc.decode('ascii')}": None}
+        return options
 
     def _request_headers(self) -> dict[str, str]:
         return {"x-api-key": self._key.reveal()}
@@ -487,8 +494,7 @@ class BaseClient:
         verify_emails: bool,
         providers: Sequence[str] | None,
     ) -> Flow[list[Result]]:
-        if isinstance(leads, (str, bytes, Mapping)) or not isinstance(leads, Sequence):
-            raise InvalidLeadError("leads", "leads must be a list of leads")
+        proto.check_lead_list(leads)
         parsed_mode = Mode.parse(mode)
         refs = proto.default_refs(len(leads))
         chunks = proto.chunk_ranges(len(leads))
@@ -533,9 +539,9 @@ class BaseClient:
             answered = True
             chunk_refs = [refs[i] for i in chunk]
             matched = proto.match_by_ref(chunk_refs, found)
-            if sum(m is not None for m in matched) < len(found):
-                log.warning("the bulk answer held %d results that match no lead",
-                            len(found) - sum(m is not None for m in matched))
+            unmatched = len(found) - sum(m is not None for m in matched)
+            if unmatched > 0:
+                log.warning("the bulk answer held %d results that match no lead", unmatched)
             for i, lead, ref, result in zip(chunk, sent, chunk_refs, matched, strict=True):
                 if result is None:
                     results[i] = Result.failed(lead, "the API sent no answer for this lead",
@@ -555,8 +561,7 @@ class BaseClient:
         providers: Sequence[str] | None,
         webhook_url: str | None,
     ) -> Flow[Job]:
-        if isinstance(leads, (str, bytes, Mapping)) or not isinstance(leads, Sequence):
-            raise InvalidLeadError("leads", "leads must be a list of leads")
+        proto.check_lead_list(leads)
         body = proto.build_bulk_body(
             leads, proto.default_refs(len(leads)) if refs is None else refs,
             mode=mode, verify_emails=verify_emails, providers=providers, webhook_url=webhook_url,

@@ -32,10 +32,12 @@ __all__ = [
     "ResponseFormatError",
     "build_bulk_body",
     "build_find_email_body",
+    "check_lead_list",
     "chunk_ranges",
     "decode_json",
     "default_refs",
     "error_detail",
+    "is_loopback",
     "job_state",
     "match_by_ref",
     "parse_balance",
@@ -86,7 +88,8 @@ LeadInput: TypeAlias = ApiLead | Mapping[str, Any]
 # -- configuration ---------------------------------------------------------------------------------
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """True for a host on this machine (127.0.0.0/8, ::1, localhost): plain http may go there."""
     if host.lower() in ("localhost", "localhost."):
         return True
     try:
@@ -110,7 +113,7 @@ def _url_problem(url: object, what: str) -> str | None:
     shown = f"{parsed.scheme}://{parsed.host}"
     if parsed.scheme == "https":
         return None
-    if parsed.scheme == "http" and _is_loopback(parsed.host):
+    if parsed.scheme == "http" and is_loopback(parsed.host):
         return None
     if parsed.scheme == "http":
         return (
@@ -221,6 +224,12 @@ def default_refs(count: int) -> list[str]:
     return [str(i) for i in range(count)]
 
 
+def check_lead_list(leads: object) -> None:
+    """Raise InvalidLeadError unless `leads` is a list-like of leads (not one lead, not text)."""
+    if isinstance(leads, (str, bytes, Mapping)) or not isinstance(leads, Sequence):
+        raise InvalidLeadError("leads", "leads must be a list of leads")
+
+
 def build_bulk_body(
     leads: Sequence[LeadInput],
     refs: Sequence[str],
@@ -235,8 +244,7 @@ def build_bulk_body(
     `refs[i]` is written into lead i (replacing any ref the lead already had); refs must be
     distinct non-empty strings, one per lead.
     """
-    if isinstance(leads, (str, bytes, Mapping)) or not isinstance(leads, Sequence):
-        raise InvalidLeadError("leads", "leads must be a list of leads")
+    check_lead_list(leads)
     if not leads:
         raise InvalidLeadError("leads", "a bulk request needs at least one lead")
     if len(leads) > MAX_BULK_LEADS:
