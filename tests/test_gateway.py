@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 from servers import live_server
 
@@ -30,8 +29,9 @@ def test_gateway_buys_each_lead_once_for_the_whole_team(tmp_path: Path) -> None:
                     for i in range(2)]
             first = reps[0].find_many([("Jane Doe", "Acme Inc."), ("Hank Scorpio", "Globex")])
             second = reps[1].find_many([("doe, jane", "ACME"), ("Peter Gibbons", "Initech")])
-            single = httpx.post(gateway.base_url + "/find-email", headers=gateway.headers(),
-                                json={"lead": {"name": "Jane Doe", "company": "Acme"}})
+            with gateway.client() as http:
+                single = http.post("/find-email",
+                                   json={"lead": {"name": "Jane Doe", "company": "Acme"}})
             for rep in reps:
                 rep.close()
         backend.close()
@@ -58,8 +58,9 @@ def test_gateway_says_why_when_it_cannot_buy(tmp_path: Path) -> None:
 
         backend = FinderBackend(make)
         with live_server(backend=backend) as gateway:
-            answer = httpx.post(gateway.base_url + "/find-email", headers=gateway.headers(),
-                                json={"lead": {"name": "Jane Doe", "company": "Acme"}})
+            with gateway.client() as http:
+                answer = http.post("/find-email",
+                                   json={"lead": {"name": "Jane Doe", "company": "Acme"}})
         backend.close()
         assert sum(upstream.stats.requests.values()) == 0
     assert answer.status_code == 502
