@@ -50,6 +50,7 @@ __all__ = [
     "UnprocessableEntityError",
     "WebhookVerificationError",
     "status_error_class",
+    "user_message",
 ]
 
 
@@ -172,3 +173,16 @@ def status_error_class(status_code: int) -> type[APIStatusError]:
     if status_code >= 500:
         return ServerError
     return _BY_STATUS.get(status_code, APIStatusError)
+
+
+def user_message(exc: BaseException) -> str:
+    """A one-line reason fit for a cell or a row: never a traceback, never the key."""
+    if isinstance(exc, InvalidLeadError):
+        return exc.reason
+    if isinstance(exc, AuthenticationError):
+        return "API key rejected: check SIXTYFOUR_API_KEY"
+    if isinstance(exc, InsufficientCreditsError):
+        return "no credits left on the API account"
+    if isinstance(exc, LeadFinderError):
+        return str(exc) or type(exc).__name__
+    return "unexpected error: " + type(exc).__name__

@@ -31,14 +31,13 @@ from .errors import (
     AmbiguousRequestError,
     APIError,
     APIStatusError,
-    AuthenticationError,
     ConfigurationError,
-    InsufficientCreditsError,
     InvalidLeadError,
     JobError,
     JobTimeoutError,
     LeadFinderError,
     NotFoundError,
+    user_message,
 )
 from .leads import Lead
 from .ledger import LedgerJob
@@ -285,7 +284,8 @@ class LeadFinder:
         try:
             request = self.prepare(lead, mode)
         except InvalidLeadError as exc:
-            return _done(Result.failed(_raw_fields(lead), exc.reason, mode=_safe_mode(mode)))
+            mode = Mode.parse_or_default(mode)
+            return _done(Result.failed(_raw_fields(lead), exc.reason, mode=mode))
         hit = self._cached_many([request.key]).get(request.key)
         if hit is not None:
             return _done(hit)
@@ -500,7 +500,7 @@ class LeadFinder:
         try:
             client = self._get_client()
         except LeadFinderError as exc:
-            return {key: request.failed(_short(exc)) for key, request in requests.items()}
+            return {key: request.failed(user_message(exc)) for key, request in requests.items()}
 
         price = PRICE_CENTS[mode]
         with self._budget_lock:  # reserve before claiming, so parallel batches cannot overspend
@@ -544,11 +544,11 @@ class LeadFinder:
                     providers=self.providers,
                 )
             except AmbiguousRequestError as exc:
-                self.store.mark_ambiguous(job.id, _short(exc))
+                self.store.mark_ambiguous(job.id, user_message(exc))
                 return answers | {k: requests[k].failed(_AMBIGUOUS) for k in job.keys}
             except APIError as exc:
-                self.store.mark_failed(job.id, _short(exc))
-                return answers | {k: requests[k].failed(_short(exc)) for k in job.keys}
+                self.store.mark_failed(job.id, user_message(exc))
+                return answers | {k: requests[k].failed(user_message(exc)) for k in job.keys}
             self.store.mark_submitted(job.id, submitted.task_id)
             job = replace(job, task_id=submitted.task_id)
             return answers | self._finish(job, client)
@@ -600,15 +600,15 @@ class LeadFinder:
             done: Job = client.wait(job.task_id, timeout=self.job_timeout)
         except JobTimeoutError as exc:
             # Still running on the server: leave it submitted so a later run collects it.
-            return failed(_short(exc))
+            return failed(user_message(exc))
         except NotFoundError:
             self.store.mark_expired(job.id, _EXPIRED)
             return failed(_EXPIRED)
         except (JobError, APIStatusError) as exc:
-            self.store.mark_failed(job.id, _short(exc))
-            return failed(_short(exc))
+            self.store.mark_failed(job.id, user_message(exc))
+            return failed(user_message(exc))
         except APIError as exc:  # polling is free and safe: a later run tries again
-            return failed(_short(exc))
+            return failed(user_message(exc))
         answers: dict[str, Result] = {}
         for result in done.results:
             key = by_ref.get(result.ref or "")
@@ -700,30 +700,12 @@ def _done(result: Result) -> Future[Result]:
     return future
 
 
-def _safe_mode(mode: Mode | str) -> Mode:
-    try:
-        return Mode.parse(mode)
-    except InvalidLeadError:
-        return Mode.PROFESSIONAL
-
-
-def _short(exc: BaseException) -> str:
-    """A user-facing one-liner from an error (never a traceback, never the key)."""
-    if isinstance(exc, AuthenticationError):
-        return "API key rejected: check SIXTYFOUR_API_KEY"
-    if isinstance(exc, InsufficientCreditsError):
-        return "no credits left on the API account"
-    if isinstance(exc, LeadFinderError):
-        return str(exc) or type(exc).__name__
-    return "unexpected error: " + type(exc).__name__
-
-
 def _result_of(future: Future[Result], request: _Request) -> Result:
     try:
         return future.result()
     except Exception as exc:
         log.warning("lookup failed: %s", type(exc).__name__)
-        return request.failed(_short(exc))
+        return request.failed(user_message(exc))
 
 
 def _owner_alive(job: LedgerJob) -> bool:

@@ -40,6 +40,16 @@ class Mode(enum.StrEnum):
         )
 
 
+    @classmethod
+    def parse_or_default(cls, value: object) -> Mode:
+        """`parse`, but PROFESSIONAL for a bad value: only for labelling a result that already
+        reports the bad value as its error (a lookup never runs with a guessed mode)."""
+        try:
+            return cls.parse(value)
+        except InvalidLeadError:
+            return cls.PROFESSIONAL
+
+
 #: Documented list prices per request, in cents.
 PRICE_CENTS: Mapping[Mode, int] = {Mode.PROFESSIONAL: 5, Mode.PERSONAL: 20}
 

@@ -42,7 +42,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from ..errors import InvalidLeadError, LeadFinderError
+from ..errors import InvalidLeadError, LeadFinderError, user_message
 from ..finder import LeadFinder
 from ..leads import LEAD_FIELDS, Lead
 from ..models import Mode, Result, Source, Status
@@ -146,20 +146,10 @@ def _memo_key(fields: Mapping[str, object], mode: object) -> tuple[Any, ...] | N
     return key
 
 
-def _safe_mode(mode: object) -> Mode:
-    try:
-        return Mode.parse(mode)
-    except InvalidLeadError:
-        return Mode.PROFESSIONAL
-
-
-def _short(exc: BaseException) -> str:
-    """A reason fit for a cell from an unexpected error: never a traceback, never the key."""
-    if isinstance(exc, InvalidLeadError):
-        return exc.reason
-    if isinstance(exc, LeadFinderError):
-        return str(exc) or type(exc).__name__
-    return "unexpected error: " + type(exc).__name__
+def _failed(fields: Mapping[str, object], mode: object, exc: BaseException) -> Result:
+    """The result a cell shows when its lookup failed unexpectedly (logged by type only)."""
+    log.warning("Excel lookup failed: %s", type(exc).__name__)
+    return Result.failed(_api_fields(fields), user_message(exc), mode=Mode.parse_or_default(mode))
 
 
 def _api_fields(fields: Mapping[str, object]) -> dict[str, Any]:
@@ -180,7 +170,7 @@ def _result_of(future: Future[Result], lead: Lead, mode: Mode) -> Result:
     try:
         return future.result()
     except Exception as exc:  # a failed batch: this lead's cell says why
-        return Result.failed(lead.to_api(), _short(exc), mode=mode)
+        return Result.failed(lead.to_api(), user_message(exc), mode=mode)
 
 
 def _forward(inner: Future[Result], outer: Future[Result], lead: Lead, mode: Mode) -> None:
@@ -269,7 +259,7 @@ class ExcelSession:
             self.finder.cached({"name": "Jane Doe", "company": "Acme Inc.",
                                 "domain": "https://www.acme.com"})
         except LeadFinderError as exc:  # the cells will say what is wrong
-            log.warning("warming up the Excel session: %s", _short(exc))
+            log.warning("warming up the Excel session: %s", user_message(exc))
         if serving:
             gc.collect()  # what is garbage now is collected, not frozen
             gc.freeze()
@@ -346,8 +336,7 @@ class ExcelSession:
                     pass
             return _result_of(future, valid.lead, valid.mode)
         except Exception as exc:
-            log.warning("Excel lookup failed: %s", type(exc).__name__)
-            return Result.failed(_api_fields(fields), _short(exc), mode=_safe_mode(mode))
+            return _failed(fields, mode, exc)
 
     def retry_failed(self) -> int:
         """Forget remembered failures so the next recalculation looks those leads up again.
@@ -394,8 +383,7 @@ class ExcelSession:
         try:
             return self._start(fields, mode)
         except Exception as exc:  # a cell shows a reason, never a traceback
-            log.warning("Excel lookup failed: %s", type(exc).__name__)
-            return Result.failed(_api_fields(fields), _short(exc), mode=_safe_mode(mode))
+            return _failed(fields, mode, exc)
 
     def _answer(
         self,
@@ -419,8 +407,7 @@ class ExcelSession:
                 return self._pending(valid)
             return _result_of(future, valid.lead, valid.mode)
         except Exception as exc:
-            log.warning("Excel lookup failed: %s", type(exc).__name__)
-            return Result.failed(_api_fields(fields), _short(exc), mode=_safe_mode(mode))
+            return _failed(fields, mode, exc)
 
     def _start(self, fields: Mapping[str, object], mode: object) -> Result | None | _Started:
         """Answer from memory, or start (or join) a lookup: then what to wait for, the lead, the
@@ -430,7 +417,7 @@ class ExcelSession:
             return None
         if any(isinstance(v, str) and v.strip() == PENDING for v in lead_fields.values()):
             # Another cell's lookup is still running; Excel recalculates this one when it lands.
-            return Result(lead=_api_fields(fields), mode=_safe_mode(mode), pending=True,
+            return Result(lead=_api_fields(fields), mode=Mode.parse_or_default(mode), pending=True,
                           source=Source.NONE)
         memo = _memo_key(lead_fields, mode)
         known = self._memo.get(memo) if memo is not None else None
@@ -442,7 +429,7 @@ class ExcelSession:
                         self._memo.clear()  # rare; everything is recomputed on demand
                     known = self._memo.setdefault(memo, known)
         if isinstance(known, str):
-            return Result.failed(_api_fields(fields), known, mode=_safe_mode(mode))
+            return Result.failed(_api_fields(fields), known, mode=Mode.parse_or_default(mode))
         if isinstance(known, _Valid):
             if memo is None:  # cannot be remembered: key it here (rare)
                 return self._start_keyed(self.finder.prepare(known.lead, known.mode))

@@ -30,7 +30,7 @@ import pandas as pd
 
 from ..columns import COLUMN_ROLES, detect_columns
 from ..config import Secret
-from ..errors import LeadFinderError
+from ..errors import LeadFinderError, user_message
 from ..finder import Estimate, LeadFinder, Progress
 from ..frames import frame_leads, results_frame
 from ..models import Mode, Result
@@ -576,7 +576,7 @@ def _escape(text: str) -> str:
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, LeadFinderError):
-        return str(exc) or type(exc).__name__
+        return user_message(exc)
     return f"unexpected error ({type(exc).__name__}): panel.error holds the details"
 
 
