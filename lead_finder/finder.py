@@ -362,7 +362,8 @@ class LeadFinder:
         for start in range(0, len(todo), window):
             if cancel is not None and cancel.is_set():
                 for request in todo[start:]:
-                    record(request.key, request.failed("cancelled before it was sent"))
+                    cancelled = request.failed("cancelled before it was sent")
+                    record(request.key, replace(cancelled, extra={"cancelled": True}))
                 break
             chunk = todo[start:start + window]
             futures = self._batcher.submit_many(chunk)

@@ -10,6 +10,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -356,7 +357,8 @@ def test_summary_counts_money_once_per_lead() -> None:
     lead = {"name": "Jane Doe", "company": "Acme"}
     bought = Result(lead, cost_cents=5, source=Source.API, key="k1")
     results = [bought, bought, Result(lead, cost_cents=5, source=Source.CACHE, key="k2"),
-               Result.failed(lead, "cancelled before it was sent", key="k3")]
+               replace(Result.failed(lead, "cancelled before it was sent", key="k3"),
+                       extra={"cancelled": True})]
     text = views.run_summary(results, 3.2)
     assert text.startswith("Cancelled: 1 rows were not sent.")
     assert "4 rows in 0:03 · 2 from the API (1 leads bought) · 1 from the cache · spent $0.05" \

@@ -17,7 +17,6 @@ from ..models import Result, Source, Status
 from ..tables import table_bytes
 
 __all__ = [
-    "CANCELLED_PREFIX",
     "STATUS_LABELS",
     "downloads_html",
     "duration",
@@ -43,8 +42,6 @@ _COLOURS: Mapping[Status, str] = {
     Status.NOT_FOUND: "#9e9e9e",
     Status.ERROR: "#c62828",
 }
-#: find_many's reason for the leads a Cancel kept from being sent.
-CANCELLED_PREFIX = "cancelled"
 
 
 def duration(seconds: float | None) -> str:
@@ -102,7 +99,7 @@ def run_summary(results: Iterable[Result], elapsed: float) -> str:
             api += 1
             if result.key is not None:
                 bought[result.key] = result.cost_cents or 0
-        if result.error is not None and result.error.startswith(CANCELLED_PREFIX):
+        if result.extra.get("cancelled"):  # find_many marks what a Cancel kept back
             cancelled += 1
     spent = sum(bought.values())
     parts = [f"{rows:,} rows in {duration(elapsed)}",
