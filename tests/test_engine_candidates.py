@@ -295,3 +295,16 @@ def test_every_documented_reason_is_explained() -> None:
                    "nxdomain", "dns_error", "no_domain", "personal_not_supported", "rejected",
                    "rcpt_limit", "free_mail_domain", "no_name"):
         assert REASONS[reason]
+
+
+def test_an_address_is_counted_once_however_often_it_is_seen() -> None:
+    from lead_finder.engine.candidates import PatternBook
+
+    book = PatternBook()
+    assert book.learn("Jane Doe", "jane.doe@acme.com")
+    once = book.weights("acme.com")
+    for _ in range(5):  # the same rows come back run after run
+        assert not book.learn("Jane Doe", "Jane.Doe@acme.com ")
+    assert book.weights("acme.com") == once
+    assert book.learn("John Smith", "john.smith@acme.com")  # a new person still counts
+    assert book.weights("acme.com") != once

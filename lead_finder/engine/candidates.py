@@ -375,12 +375,21 @@ class PatternBook:
         self._lock = threading.Lock()
         self._domains: dict[str, _Counts] = {}
         self._overall = _Counts()
+        self._seen: set[str] = set()
 
     def learn(self, name: str | None, address: str) -> bool:
-        """Count one known address; True when it told something (its pattern was recognised)."""
+        """Count one known address; True when it told something (its pattern was recognised).
+
+        An address counts once, however often it is seen (the same rows come back run after
+        run), so a domain's counts say how many people follow a pattern, not how many runs.
+        """
         split = local_part(address)
         if split is None:
             return False
+        seen = address.strip().lower()
+        with self._lock:
+            if seen in self._seen:
+                return False
         local, host = split
         # Keyed like the engine's lookups: jane@mail.acme.com teaches acme.com.
         domain = registrable_domain(host) or host
@@ -409,6 +418,9 @@ class PatternBook:
             pattern_weights = {p: _PATTERN_BY_TEMPLATE[p].prior / mass for p in shaped}
             styles, surnames = set(), set()
         with self._lock:
+            if seen in self._seen:  # another thread counted it meanwhile
+                return False
+            self._seen.add(seen)
             counts = self._domains.setdefault(domain, _Counts())
             for target in (counts, self._overall):
                 for pattern, weight in pattern_weights.items():
