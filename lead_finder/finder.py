@@ -48,7 +48,7 @@ from .store import Store
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["Estimate", "LeadFinder", "LeadInput", "Progress"]
+__all__ = ["Estimate", "LeadFinder", "LeadInput", "LeadRequest", "Progress"]
 
 log = logging.getLogger("lead_finder.finder")
 
@@ -109,15 +109,16 @@ class Progress:
 
 
 @dataclass(frozen=True, eq=False)
-class _Request:
-    """A validated lead with its mode and options. Equal keys are equal requests."""
+class LeadRequest:
+    """A validated lead with its mode and cache key (from `LeadFinder.prepare`). Equal keys are
+    equal requests."""
 
     lead: Lead
     mode: Mode
     key: str
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Request) and other.key == self.key
+        return isinstance(other, LeadRequest) and other.key == self.key
 
     def __hash__(self) -> int:
         return hash(self.key)
@@ -221,7 +222,7 @@ class LeadFinder:
         self._budget_lock = threading.Lock()
         self._reserved_cents = 0
         self._active_jobs: set[str] = set()
-        self._batcher: Coalescer[_Request, Result] = Coalescer(self._flush, quiet=quiet)
+        self._batcher: Coalescer[LeadRequest, Result] = Coalescer(self._flush, quiet=quiet)
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -244,14 +245,14 @@ class LeadFinder:
             self._client.close()
         self.store.close()
 
-    def prepare(self, lead: LeadInput, mode: Mode | str = Mode.PROFESSIONAL) -> _Request:
+    def prepare(self, lead: LeadInput, mode: Mode | str = Mode.PROFESSIONAL) -> LeadRequest:
         """Validate a lead and compute its key; InvalidLeadError carries a user-facing reason."""
         mode = Mode.parse(mode)
         parsed = _coerce_lead(lead)
         key = parsed.key(mode, verify=self.verify, providers=self.providers)
         if self.local:  # the engine's free guesses never stand in for a paid API answer
             key = ENGINE_KEY_PREFIX + key
-        return _Request(parsed, mode, key)
+        return LeadRequest(parsed, mode, key)
 
     @property
     def local(self) -> bool:
@@ -275,17 +276,22 @@ class LeadFinder:
                 hits[missing[api_key]] = hit
         return hits
 
-    def submit(self, lead: LeadInput, mode: Mode | str = Mode.PROFESSIONAL) -> Future[Result]:
+    def submit(
+        self, lead: LeadInput | LeadRequest, mode: Mode | str = Mode.PROFESSIONAL
+    ) -> Future[Result]:
         """Start a lookup without waiting: a done future for cache hits and invalid input.
 
         Front-ends that must not block (Excel) use this; equal leads submitted together are
-        sent once.
+        sent once. A `LeadRequest` this finder prepared is used as it is (`mode` is ignored).
         """
-        try:
-            request = self.prepare(lead, mode)
-        except InvalidLeadError as exc:
-            mode = Mode.parse_or_default(mode)
-            return _done(Result.failed(_raw_fields(lead), exc.reason, mode=mode))
+        if isinstance(lead, LeadRequest):
+            request = lead
+        else:
+            try:
+                request = self.prepare(lead, mode)
+            except InvalidLeadError as exc:
+                mode = Mode.parse_or_default(mode)
+                return _done(Result.failed(_raw_fields(lead), exc.reason, mode=mode))
         hit = self._cached_many([request.key]).get(request.key)
         if hit is not None:
             return _done(hit)
@@ -326,7 +332,7 @@ class LeadFinder:
             self.resume_jobs()
         results: list[Result | None] = [None] * len(items)
         waiting: dict[str, list[int]] = {}
-        requests: dict[str, _Request] = {}
+        requests: dict[str, LeadRequest] = {}
         for index, item in enumerate(items):
             try:
                 request = self.prepare(item, mode)
@@ -483,10 +489,10 @@ class LeadFinder:
                 self._client = Client(settings.api_key.reveal(), **kwargs)
             return self._client
 
-    def _flush(self, requests: Sequence[_Request]) -> dict[_Request, Result]:
+    def _flush(self, requests: Sequence[LeadRequest]) -> dict[LeadRequest, Result]:
         """Look up one batch of at most 100 distinct leads (runs on a batcher thread)."""
-        answers: dict[_Request, Result] = {}
-        by_mode: dict[Mode, list[_Request]] = {}
+        answers: dict[LeadRequest, Result] = {}
+        by_mode: dict[Mode, list[LeadRequest]] = {}
         for request in requests:
             by_mode.setdefault(request.mode, []).append(request)
         for mode, group in by_mode.items():
@@ -495,7 +501,7 @@ class LeadFinder:
                 answers[by_key[key]] = result
         return answers
 
-    def _flush_mode(self, mode: Mode, requests: Mapping[str, _Request]) -> dict[str, Result]:
+    def _flush_mode(self, mode: Mode, requests: Mapping[str, LeadRequest]) -> dict[str, Result]:
         if self.local:
             return self._flush_engine(mode, requests)
         try:
@@ -573,7 +579,7 @@ class LeadFinder:
                 )
             return self._engine
 
-    def _flush_engine(self, mode: Mode, requests: Mapping[str, _Request]) -> dict[str, Result]:
+    def _flush_engine(self, mode: Mode, requests: Mapping[str, LeadRequest]) -> dict[str, Result]:
         """Look leads up with the built-in engine: free, so no ledger and no budget."""
         engine = self._get_engine()
         keys = list(requests)
@@ -622,7 +628,7 @@ class LeadFinder:
         return {k: answers.get(k, missing[k]) for k in job.keys}
 
     def _await_other_jobs(
-        self, held: Mapping[str, str], requests: Mapping[str, _Request]
+        self, held: Mapping[str, str], requests: Mapping[str, LeadRequest]
     ) -> dict[str, Result]:
         """Wait for keys another process (or an earlier run) is looking up, reading the cache."""
         answers: dict[str, Result] = {}
@@ -701,7 +707,7 @@ def _done(result: Result) -> Future[Result]:
     return future
 
 
-def _result_of(future: Future[Result], request: _Request) -> Result:
+def _result_of(future: Future[Result], request: LeadRequest) -> Result:
     try:
         return future.result()
     except Exception as exc:

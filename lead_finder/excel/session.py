@@ -40,10 +40,10 @@ import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from ..errors import InvalidLeadError, LeadFinderError, user_message
-from ..finder import LeadFinder
+from ..finder import LeadFinder, LeadRequest
 from ..leads import LEAD_FIELDS, Lead
 from ..models import Mode, Result, Source, Status
 from .cells import PENDING
@@ -76,19 +76,6 @@ SWITCH_INTERVAL = 0.001
 _MEMO_SIZE = 200_000
 #: A new lead's cell waits for its cache check only when at most this many are queued for it.
 _WAIT_BACKLOG = 8
-
-
-class _Prepared(Protocol):
-    """What `LeadFinder.prepare` returns: a validated lead with its mode and cache key."""
-
-    @property
-    def lead(self) -> Lead: ...
-
-    @property
-    def mode(self) -> Mode: ...
-
-    @property
-    def key(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -127,7 +114,7 @@ class _Intake:
     checked: threading.Event
     memo: tuple[Any, ...] | None = None
     valid: _Valid | None = None
-    prepared: _Prepared | None = None
+    prepared: LeadRequest | None = None
 
 
 def _is_blank(value: object) -> bool:
@@ -215,7 +202,7 @@ class ExcelSession:
         self._finder_lock = threading.Lock()
         # Read without the lock (a dict read is atomic), written under it. Cell values ->
         # a reason, a valid lead, or (once the intake has keyed it) the keyed lead.
-        self._memo: dict[tuple[Any, ...], _Prepared | _Valid | str] = {}
+        self._memo: dict[tuple[Any, ...], LeadRequest | _Valid | str] = {}
         self._answers: dict[str, Result] = {}
         # Guarded by the lock. `_firsts` are the lookups of cell values not keyed yet;
         # `_waiting` maps a cache key or cell values to the cells that wait for it.
@@ -436,7 +423,7 @@ class ExcelSession:
             return self._start_first(memo, known)
         return self._start_keyed(known)
 
-    def _start_keyed(self, prepared: _Prepared) -> Result | _Started:
+    def _start_keyed(self, prepared: LeadRequest) -> Result | _Started:
         answer = self._answers.get(prepared.key)
         if answer is not None:
             return answer
@@ -449,7 +436,7 @@ class ExcelSession:
         with self._lock:
             known = self._memo.get(memo)
             if known is not None and not isinstance(known, _Valid | str):
-                keyed: _Prepared | None = known  # the intake keyed it a moment ago
+                keyed: LeadRequest | None = known  # the intake keyed it a moment ago
             else:
                 keyed = None
                 joined = self._firsts.get(memo)
@@ -463,7 +450,7 @@ class ExcelSession:
         future.add_done_callback(lambda done: self._first_landed(memo, done))
         return _Started(memo, valid, future, checked)
 
-    def _join(self, prepared: _Prepared) -> tuple[Future[Result], threading.Event | None]:
+    def _join(self, prepared: LeadRequest) -> tuple[Future[Result], threading.Event | None]:
         """The lookup for a keyed lead: one in flight, a recent failure, or a new one (submitted
         here on the intake thread, else queued for it)."""
         key = prepared.key
@@ -553,10 +540,10 @@ class ExcelSession:
         keyed.add_done_callback(
             functools.partial(_forward, outer=future, lead=valid.lead, mode=valid.mode))
 
-    def _submit(self, prepared: _Prepared, future: Future[Result]) -> None:
+    def _submit(self, prepared: LeadRequest, future: Future[Result]) -> None:
         """Hand a keyed lead to the finder (cache check, then the coalescer); never raises."""
         try:
-            inner = self.finder.submit(prepared.lead, prepared.mode)
+            inner = self.finder.submit(prepared)  # already keyed: not parsed again
         except Exception as exc:  # e.g. the cache file cannot be read: the lookup fails
             log.warning("Excel lookup failed: %s", type(exc).__name__)
             inner = _failed_future(exc)
@@ -565,7 +552,7 @@ class ExcelSession:
 
     # -- when lookups land ------------------------------------------------------------------------
 
-    def _landed(self, prepared: _Prepared, future: Future[Result]) -> None:
+    def _landed(self, prepared: LeadRequest, future: Future[Result]) -> None:
         """A keyed lookup finished: remember the answer or the failure, wake waiting cells."""
         result = _result_of(future, prepared.lead, prepared.mode)
         with self._lock:
