@@ -223,6 +223,11 @@ class LeadFinder:
         self._reserved_cents = 0
         self._active_jobs: set[str] = set()
         self._batcher: Coalescer[LeadRequest, Result] = Coalescer(self._flush, quiet=quiet)
+        # what `with_key` needs to build the same finder with another key
+        self._tuning: dict[str, Any] = {
+            "verify": verify, "providers": providers, "quiet": quiet,
+            "job_timeout": job_timeout, **self._client_options,
+        }
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -244,6 +249,15 @@ class LeadFinder:
         if self._client is not None:
             self._client.close()
         self.store.close()
+
+    def with_key(self, api_key: Secret) -> LeadFinder:
+        """The same finder (settings, cache file, batching and timeouts) using the hosted API with
+        `api_key`: for a key typed in for one session. The key is held, never stored."""
+        settings = replace(
+            self.settings, api_key=api_key, backend="sixtyfour",
+            sources={**self.settings.sources, "api_key": "this session"},
+        )
+        return LeadFinder(settings=settings, **self._tuning)
 
     def prepare(self, lead: LeadInput, mode: Mode | str = Mode.PROFESSIONAL) -> LeadRequest:
         """Validate a lead and compute its key; InvalidLeadError carries a user-facing reason."""

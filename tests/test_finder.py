@@ -230,3 +230,21 @@ def test_what_ambiguous_jobs_may_have_cost_counts_against_the_budget(
         stopped = finder.find("Hank Scorpio", "Globex Corporation")
         assert "budget reached" in (stopped.error or "")
         assert srv.stats.requests["/find-email-bulk-async"] == 1
+
+
+def test_with_key_keeps_the_cache_and_the_tuning(tmp_path: Path) -> None:
+    from lead_finder.config import Secret
+
+    with live_server() as srv:
+        keyless = LeadFinder(cache_path=tmp_path / "c.sqlite3", base_url=srv.base_url,
+                             quiet=0.3, poll_interval=0.02, requests_per_minute=float("inf"),
+                             verify=False, use_keyring=False)
+        assert keyless.local
+        keyed = keyless.with_key(Secret(srv.api_key))
+        result = keyed.find("Jane Doe", "Acme Inc.")
+        keyless.close()
+        keyed.close()
+    assert not keyed.local and keyed.store.path == tmp_path / "c.sqlite3"
+    assert keyed.verify is False and keyed.settings.sources["api_key"] == "this session"
+    assert result.email == "jane.doe@acme-inc.com"
+    assert srv.api_key not in repr(keyed)

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -315,11 +315,11 @@ class Panel:
 
     def use_key(self, key: Secret) -> None:
         """Use `key` for this panel's lookups until the kernel stops (it is not stored)."""
-        settings = self.finder.settings
-        sources = {**settings.sources, "api_key": "this notebook session"}
-        new = LeadFinder(settings=replace(settings, api_key=key, backend="sixtyfour",
-                                          sources=sources),
-                         verify=self.verify.value)
+        if self.running:
+            self._say("A run is in progress: set the key after it ends.", error=True)
+            return
+        new = self.finder.with_key(key)
+        new.verify = self.verify.value
         old, self.finder = self.finder, new
         if self._owns_finder:
             self._wait_estimate()
