@@ -285,7 +285,8 @@ def cache_stats(ctx: click.Context) -> None:
 
 
 @cache.command("clear")
-@click.option("--expired", is_flag=True, help="Only remove expired results.")
+@click.option("--expired", is_flag=True,
+              help="Only remove expired results (and ledger rows of jobs finished 90+ days ago).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask.")
 @click.pass_context
 def cache_clear(ctx: click.Context, expired: bool, yes: bool) -> None:
@@ -298,7 +299,9 @@ def cache_clear(ctx: click.Context, expired: bool, yes: bool) -> None:
     settings = load_settings(cache_path=(ctx.obj or {}).get("cache"), use_keyring=False)
     with Store(settings.cache_path) as store:
         removed = store.clear(expired_only=expired)
-    click.echo(f"Removed {removed:,} results.")
+        jobs = store.purge_finished_jobs() if expired else 0
+    click.echo(f"Removed {removed:,} results" + (
+        f" and {jobs:,} finished jobs older than 90 days." if expired else "."))
 
 
 @cli.group()

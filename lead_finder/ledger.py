@@ -52,7 +52,7 @@ OPEN_STATES = frozenset({JobState.INTENT, JobState.SUBMITTED})
 FINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.EXPIRED})
 
 # target state -> states it may be entered from
-_ALLOWED_FROM: Mapping[JobState, frozenset[JobState]] = {
+ALLOWED_FROM: Mapping[JobState, frozenset[JobState]] = {
     JobState.SUBMITTED: frozenset({JobState.INTENT}),
     JobState.COMPLETED: frozenset({JobState.INTENT, JobState.SUBMITTED, JobState.AMBIGUOUS}),
     JobState.AMBIGUOUS: frozenset({JobState.INTENT, JobState.SUBMITTED}),
@@ -64,7 +64,7 @@ _ALLOWED_FROM: Mapping[JobState, frozenset[JobState]] = {
 def can_transition(current: str, target: str) -> bool:
     """Whether a ledger job may move from state `current` to state `target`."""
     try:
-        return JobState(current) in _ALLOWED_FROM.get(JobState(target), frozenset())
+        return JobState(current) in ALLOWED_FROM.get(JobState(target), frozenset())
     except ValueError:
         return False
 

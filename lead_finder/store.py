@@ -61,7 +61,8 @@ from .cachefile import (
 )
 from .errors import StoreError
 from .ledger import (
-    _ALLOWED_FROM,
+    ALLOWED_FROM,
+    FINAL_STATES,
     OPEN_STATES,
     Claim,
     JobState,
@@ -95,6 +96,8 @@ T = TypeVar("T")
 FOUND_TTL: float = 90 * 86400
 #: How long a NOT_FOUND answer stays fresh (seconds): people change jobs, domains get mail.
 NOT_FOUND_TTL: float = 30 * 86400
+#: How long the ledger keeps a finished job (`purge_finished_jobs`, `cache clear --expired`).
+JOB_RETENTION: float = 90 * 86400
 #: An intent older than this without a task id is a crash before submit, not a request in flight.
 STALE_INTENT_AFTER: float = 15 * 60
 #: SQLite busy timeout. Waiting is better than failing a write that records money or results.
@@ -782,7 +785,7 @@ class Store:
         self, job_id: str, target: JobState, *, task_id: str | None = None,
         error: str | None = None,
     ) -> bool:
-        sources = sorted(state.value for state in _ALLOWED_FROM[target])
+        sources = sorted(state.value for state in ALLOWED_FROM[target])
         marks = ",".join("?" * len(sources))
         now = self._clock()
 
@@ -825,7 +828,7 @@ class Store:
         rows = self._result_rows(results)
         now = self._clock()
         day = self._day(now)
-        allowed = {state.value for state in _ALLOWED_FROM[JobState.COMPLETED]}
+        allowed = {state.value for state in ALLOWED_FROM[JobState.COMPLETED]}
 
         def write(conn: sqlite3.Connection) -> bool:
             job = conn.execute(
@@ -1028,6 +1031,22 @@ class Store:
             lambda conn: conn.execute("DELETE FROM results WHERE expires <= ?", (now,)).rowcount,
             write=True,
         )
+
+    def purge_finished_jobs(self, *, older_than: float = JOB_RETENTION) -> int:
+        """Delete ledger rows of completed, failed and expired jobs last changed more than
+        `older_than` seconds ago; return how many. Open and ambiguous jobs are always kept (one
+        may still produce results, the other may have been charged); spend records stay."""
+        cutoff = self._clock() - older_than
+        finished = tuple(state.value for state in FINAL_STATES)
+        marks = ",".join("?" * len(finished))
+
+        def write(conn: sqlite3.Connection) -> int:
+            old = f"SELECT id FROM jobs WHERE state IN ({marks}) AND updated < ?"
+            conn.execute(f"DELETE FROM job_keys WHERE job_id IN ({old})", (*finished, cutoff))
+            return int(conn.execute(f"DELETE FROM jobs WHERE id IN ({old})",
+                                    (*finished, cutoff)).rowcount)
+
+        return self._run(write, write=True)
 
     def integrity_check(self) -> str:
         """SQLite's `PRAGMA integrity_check` verdict: "ok" when the file is sound."""

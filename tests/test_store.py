@@ -712,3 +712,27 @@ def test_three_processes_on_one_file(tmp_path: Path) -> None:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_old_finished_jobs_are_purged_open_and_ambiguous_ones_kept(
+    store: Store, clock: Clock
+) -> None:
+    done = intent(store, ["a"], run_id="r")
+    store.complete(done, [found("a")], charge_cents=5)
+    failed = intent(store, ["b"])
+    store.mark_failed(failed, "jobfail")
+    lost = intent(store, ["c"])
+    store.mark_ambiguous(lost, "answer lost")
+    waiting = intent(store, ["d"])
+    store.mark_submitted(waiting, "task-d")
+    clock.now += 89 * DAY
+    assert store.purge_finished_jobs() == 0  # not old enough yet
+    clock.now += 2 * DAY
+    assert store.purge_finished_jobs() == 2
+    assert store.job(done) is None and store.job(failed) is None
+    assert {j.id for j in store.jobs()} == {lost, waiting}
+    assert store.in_flight(["d"]) == {"d": waiting}  # the open job's keys are intact
+    assert store.claim(keys=["c"], leads=[{"name": "c"}], mode=Mode.PROFESSIONAL,
+                       options={}).ambiguous == {"c": lost}
+    assert store.spent_in_run("r") == 5  # spend is history: kept
+    assert store.integrity_check() == "ok"
