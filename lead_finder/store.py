@@ -353,6 +353,11 @@ def _ambiguous(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _check_pairs(keys: Sequence[str], leads: Sequence[Mapping[str, Any]]) -> None:
+    if len(keys) != len(leads):
+        raise ValueError("keys and leads must have the same length (leads[i] is keys[i]'s)")
+
+
 def _insert_job(
     conn: sqlite3.Connection,
     *,
@@ -723,8 +728,7 @@ class Store:
         `leads[i]` is the API lead dict for `keys[i]`. Because the check and the intent are one
         transaction, two processes claiming the same key cannot both get it.
         """
-        if len(keys) != len(leads):
-            raise ValueError("keys and leads must have the same length (leads[i] is keys[i]'s)")
+        _check_pairs(keys, leads)
         if limit is not None and limit < 0:
             raise ValueError("limit must be >= 0")
         mode = Mode(mode)
@@ -767,8 +771,7 @@ class Store:
         """
         if not keys:
             raise ValueError("a ledger job needs at least one key")
-        if len(keys) != len(leads):
-            raise ValueError("keys and leads must have the same length (leads[i] is keys[i]'s)")
+        _check_pairs(keys, leads)
         if estimated_cents < 0:
             raise ValueError("estimated_cents must be >= 0")
         now = self._clock()

@@ -44,6 +44,7 @@ __all__ = [
     "SubprocessServer",
     "WebhookReceiver",
     "free_port",
+    "lost_answer_client",
     "live_server",
     "serve_subprocess",
     "sixtyfour_server",
@@ -349,3 +350,21 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     """A webhook receiver that answers 200 (set `.statuses` to script other answers)."""
     with run_webhook_receiver() as receiver:
         yield receiver
+
+
+class _LoseAnswers(httpx.HTTPTransport):
+    """Asks the server's `truncate` fault for every POST: the work is billed, the answer lost."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            request.headers["x-lf-fault"] = "truncate"
+        return super().handle_request(request)
+
+
+def lost_answer_client(server: LiveServer) -> Any:
+    """A `lead_finder.sixtyfour.Client` for `server` (faults enabled) whose POST answers are
+    all lost after the server billed them: every job it submits ends ambiguous."""
+    from lead_finder.sixtyfour import Client
+
+    return Client(server.api_key, base_url=server.base_url, poll_interval=0.02,
+                  transport=_LoseAnswers())

@@ -26,16 +26,20 @@ def _ascii(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c))
 
 
+def _person(first: str, last: str, company: str, suffix: str) -> dict[str, str]:
+    """One fictional person at `company` (written with a legal `suffix`), with a first.last
+    address at the company's made-up domain."""
+    domain = company.lower().replace(" ", "-") + "-test.com"
+    local = _ascii(f"{first}.{last}").lower().replace("'", "").replace("ł", "l")
+    return {"name": f"{first} {last}", "company": f"{company} {suffix}", "base": company,
+            "domain": domain, "email": f"{local}@{domain}"}
+
+
 def synthetic_people() -> list[dict[str, str]]:
     people = []
     for i, (first, last) in enumerate((f, la) for f in FIRST for la in LAST):
         company = COMPANIES[i % len(COMPANIES)]
-        domain = company.lower().replace(" ", "-") + "-test.com"
-        local = _ascii(f"{first}.{last}").lower().replace("'", "").replace("ł", "l")
-        people.append({
-            "name": f"{first} {last}", "company": f"{company} {SUFFIXES[i % len(SUFFIXES)]}",
-            "base": company, "domain": domain, "email": f"{local}@{domain}",
-        })
+        people.append(_person(first, last, company, SUFFIXES[i % len(SUFFIXES)]))
     return people
 
 
@@ -96,12 +100,7 @@ def many_people(count: int) -> list[dict[str, str]]:
         first, last = base[p]["name"].split(" ", 1)
         c = (p % len(COMPANIES) + 7 * block) % len(COMPANIES)
         company = COMPANIES[c]
-        domain = company.lower().replace(" ", "-") + "-test.com"
-        local = _ascii(f"{first}.{last}").lower().replace("'", "").replace("ł", "l")
-        people.append({
-            "name": f"{first} {last}", "company": f"{company} {SUFFIXES[i % len(SUFFIXES)]}",
-            "base": company, "domain": domain, "email": f"{local}@{domain}",
-        })
+        people.append(_person(first, last, company, SUFFIXES[i % len(SUFFIXES)]))
     return people
 
 

@@ -8,12 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import openpyxl
 import pytest
-from servers import live_server
-
-from lead_finder.sixtyfour import Client
+from servers import live_server, lost_answer_client
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "leads.csv"
@@ -151,19 +148,11 @@ def test_jobs_cache_and_doctor(tmp_path: Path) -> None:
 def test_ambiguous_job_is_listed_blocked_then_released(tmp_path: Path) -> None:
     from lead_finder.finder import LeadFinder
 
-    class FaultyTransport(httpx.HTTPTransport):
-        def handle_request(self, request: httpx.Request) -> httpx.Response:
-            if request.method == "POST":
-                request.headers["x-lf-fault"] = "truncate"
-            return super().handle_request(request)
-
     with live_server(enable_faults=True) as srv:
         env = cli_env(tmp_path, SIXTYFOUR_API_KEY=srv.api_key, LEAD_FINDER_BASE_URL=srv.base_url)
         finder = LeadFinder(srv.api_key, base_url=srv.base_url,
-                            cache_path=tmp_path / "cache.sqlite3", poll_interval=0.02,
-                            use_keyring=False)
-        finder._client = Client(srv.api_key, base_url=srv.base_url, poll_interval=0.02,
-                                transport=FaultyTransport())
+                            cache_path=tmp_path / "cache.sqlite3", use_keyring=False,
+                            client=lost_answer_client(srv))
         with finder:
             lost = finder.find("Jane Doe", "Acme Inc.")
         assert srv.stats.charges and srv.stats.requests["/find-email-bulk-async"] == 1

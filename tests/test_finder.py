@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import live_server
+from servers import live_server, lost_answer_client
 from synthetic import synthetic_people, thousand_leads, write_directory
 
 from lead_finder import Mode, Status
@@ -210,20 +210,9 @@ async def test_async_twins_share_the_batcher(make_finder: Callable[..., LeadFind
 def test_what_ambiguous_jobs_may_have_cost_counts_against_the_budget(
     make_finder: Callable[..., LeadFinder],
 ) -> None:
-    import httpx
-
-    from lead_finder.sixtyfour import Client
-
-    class LoseAnswers(httpx.HTTPTransport):
-        def handle_request(self, request: httpx.Request) -> httpx.Response:
-            if request.method == "POST":
-                request.headers["x-lf-fault"] = "truncate"
-            return super().handle_request(request)
-
     with live_server(enable_faults=True) as srv:
-        finder = make_finder(srv, budget="0.10", daily_budget="0.20")
-        finder._client = Client(srv.api_key, base_url=srv.base_url, poll_interval=0.02,
-                                transport=LoseAnswers())
+        finder = make_finder(srv, budget="0.10", daily_budget="0.20",
+                             client=lost_answer_client(srv))
         lost = finder.find_many([("Jane Doe", "Acme Inc."), ("John Smith", "Acme Inc.")])
         assert all("may have been charged" in (r.error or "") for r in lost)
         assert finder.budget_left_cents() == 0  # 2 x $0.05 may be spent: the run's cap is hit
